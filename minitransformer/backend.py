@@ -1,0 +1,129 @@
+"""Devices, the array module, dtypes and random numbers.
+
+This is the only module of the package that imports NumPy or CuPy by name. Every other
+piece of compute code asks for the array module of its inputs,
+
+    xp = get_array_module(x)
+
+and then writes `xp.exp`, `xp.matmul`, ... so the same lines run on the CPU (NumPy) and on an
+NVIDIA GPU (CuPy).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+DEVICES = ("cpu", "cuda")
+FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+_cupy = None  # the cupy module once it has been imported and checked
+
+
+class DeviceError(RuntimeError):
+    """Raised when a device is asked for that this machine cannot give."""
+
+
+def _load_cupy():
+    """Import CuPy and check that a GPU is usable; raise a DeviceError saying what is missing."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy
+    except ImportError as err:
+        raise DeviceError(
+            "device 'cuda' needs CuPy, which is not installed. Install the extra that matches your "
+            "CUDA driver: pip install 'minitransformer[cuda12]' or 'minitransformer[cuda13]'"
+        ) from err
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as err:  # CUDARuntimeError: no driver, wrong driver version, ...
+        raise DeviceError(f"CuPy is installed but no usable GPU/driver was found: {err}") from err
+    if count == 0:
+        raise DeviceError("CuPy is installed but it sees no GPU (getDeviceCount() == 0)")
+    _cupy = cupy
+    return cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy is installed and a GPU answers."""
+    try:
+        _load_cupy()
+    except DeviceError:
+        return False
+    return True
+
+
+def check_device(device: str) -> str:
+    """Return `device` if it is known and usable, else raise ValueError / DeviceError."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if device == "cuda":
+        _load_cupy()
+    return device
+
+
+def xp_for(device: str):
+    """The array module (numpy or cupy) of a device name."""
+    check_device(device)
+    return np if device == "cpu" else _cupy
+
+
+def get_array_module(*arrays):
+    """numpy, or cupy if any argument is a CuPy array (the Chainer idiom)."""
+    if _cupy is not None:
+        for a in arrays:
+            if isinstance(a, _cupy.ndarray):
+                return _cupy
+    return np
+
+
+def device_of(array) -> str:
+    """'cuda' for a CuPy array, 'cpu' otherwise."""
+    return "cuda" if _cupy is not None and isinstance(array, _cupy.ndarray) else "cpu"
+
+
+def to_numpy(array) -> np.ndarray:
+    """A host NumPy copy (or view) of any array."""
+    if _cupy is not None and isinstance(array, _cupy.ndarray):
+        return _cupy.asnumpy(array)
+    return np.asarray(array)
+
+
+def to_device(array, device: str, dtype=None):
+    """Move (and optionally cast) an array to `device`; a no-op when it is already there."""
+    check_device(device)
+    if device == "cpu":
+        out = to_numpy(array)
+    else:
+        out = _cupy.asarray(array)
+    if dtype is not None and out.dtype != np.dtype(dtype):
+        out = out.astype(dtype)
+    return out
+
+
+def check_float_dtype(dtype) -> np.dtype:
+    """Normalise a dtype name or object and check that it is a floating type we support."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as err:
+        raise TypeError(f"unknown dtype {dtype!r}: expected float16, float32 or float64") from err
+    if dt not in [np.dtype(d) for d in FLOAT_DTYPES]:
+        raise TypeError(f"unsupported dtype {dt}: expected float16, float32 or float64")
+    return dt
+
+
+def host_rng(seed: int | None) -> np.random.Generator:
+    """The seeded host generator all parameters are drawn from (same weights on every device)."""
+    return np.random.default_rng(seed)
+
+
+def device_rng(device: str, seed: int | None):
+    """A generator that draws directly on `device` (for dropout masks and random features)."""
+    xp = xp_for(device)
+    return xp.random.default_rng(seed)
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work (for honest timings); nothing to do on the CPU."""
+    if device == "cuda":
+        _load_cupy().cuda.Device().synchronize()
