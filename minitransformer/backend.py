@@ -127,3 +127,12 @@ def synchronize(device: str) -> None:
     """Wait for queued GPU work (for honest timings); nothing to do on the CPU."""
     if device == "cuda":
         _load_cupy().cuda.Device().synchronize()
+
+
+def erf(x):
+    """The error function on either device (NumPy has none: SciPy's on the CPU, CuPy's on the GPU)."""
+    if _cupy is not None and isinstance(x, _cupy.ndarray):
+        import cupyx.scipy.special
+        return cupyx.scipy.special.erf(x)
+    import scipy.special
+    return scipy.special.erf(x)
