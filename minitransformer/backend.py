@@ -22,6 +22,7 @@ class DeviceError(RuntimeError):
     """Raised when a device is asked for that this machine cannot give."""
 
 
+# --8<-- [start:load_cupy]
 def _load_cupy():
     """Import CuPy and check that a GPU is usable; raise a DeviceError saying what is missing."""
     global _cupy
@@ -42,6 +43,7 @@ def _load_cupy():
         raise DeviceError("CuPy is installed but it sees no GPU (getDeviceCount() == 0)")
     _cupy = cupy
     return cupy
+# --8<-- [end:load_cupy]
 
 
 def cuda_available() -> bool:
@@ -68,6 +70,7 @@ def xp_for(device: str):
     return np if device == "cpu" else _cupy
 
 
+# --8<-- [start:array_module]
 def get_array_module(*arrays):
     """numpy, or cupy if any argument is a CuPy array (the Chainer idiom)."""
     if _cupy is not None:
@@ -99,6 +102,7 @@ def to_device(array, device: str, dtype=None):
     if dtype is not None and out.dtype != np.dtype(dtype):
         out = out.astype(dtype)
     return out
+# --8<-- [end:array_module]
 
 
 def check_float_dtype(dtype) -> np.dtype:
