@@ -1,0 +1,50 @@
+r"""Token embedding: a table lookup, and its transpose, a scatter-add.
+
+Forward:   $y_{bt} = W_{\mathrm{idx}_{bt}}$, with $W \in \mathbb{R}^{V \times C}$ and integer ids
+$\mathrm{idx} \in \{0, \dots, V-1\}^{B \times T}$.
+
+Backward:  $dW_v = \sum_{(b,t):\, \mathrm{idx}_{bt} = v} dy_{bt}$ (rows of a repeated id add up);
+the ids get no gradient.
+
+The scatter-add is written as a one-hot matrix product $dW = \mathrm{onehot}(\mathrm{idx})^\top dy$
+when the vocabulary is small (a character-level model: V of about 65), which on a CPU is about ten
+times faster than ``add.at``; for large vocabularies the one-hot matrix (V x N) would cost more
+than it saves and ``xp.add.at`` is used.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ...backend import get_array_module
+
+ONEHOT_MAX_VOCAB = 256   # measured crossover on the CPU at C = 384, N = 4096 (see the docs page)
+
+
+class EmbeddingCache(NamedTuple):
+    idx: Any           # (N,) the token ids, flattened (a view, no copy)
+    w_shape: tuple     # (V, C), to allocate dW without keeping W alive
+    out_shape: tuple   # (..., C), the output's shape, to flatten dy
+
+
+# --8<-- [start:embedding]
+def embedding_forward(idx, w):
+    """y = w[idx]: one row of the (V, C) table per integer id; any shape of ids."""
+    xp = get_array_module(w)
+    y = xp.take(w, idx, axis=0)                        # (B, T) ids, (V, C) -> (B, T, C)
+    return y, EmbeddingCache(idx.reshape(-1), w.shape, y.shape)
+
+
+def embedding_backward(dy, cache: EmbeddingCache):
+    """Returns (None, dw): ids are not differentiable; dw scatters dy back onto the rows used."""
+    xp = get_array_module(dy)
+    V, C = cache.w_shape
+    dy2 = dy.reshape(-1, C)                            # (..., C) -> (N, C)
+    # fwd: y_n = w[idx_n]  =>  dw[v] = sum of dy_n over the n with idx_n = v
+    if V <= ONEHOT_MAX_VOCAB:
+        onehot = (cache.idx == xp.arange(V)[:, None]).astype(dy.dtype)   # (V, 1) vs (N,) -> (V, N)
+        dw = onehot @ dy2                              # (V, N) @ (N, C) -> (V, C)
+    else:
+        dw = xp.zeros((V, C), dtype=dy.dtype)
+        xp.add.at(dw, cache.idx, dy2)                  # scatter-add (N, C) rows into (V, C)
+    return None, dw
+# --8<-- [end:embedding]

@@ -1,0 +1,67 @@
+r"""Layer normalisation over the last (feature) axis.
+
+Forward, per row $x \in \mathbb{R}^C$:
+
+$$\mu = \tfrac1C \textstyle\sum_c x_c,\quad \sigma^2 = \tfrac1C \sum_c (x_c - \mu)^2,\quad
+r = 1/\sqrt{\sigma^2 + \varepsilon},\quad \hat x = (x - \mu)\, r,\quad y = \hat x \odot \gamma + \beta.$$
+
+Backward, with $d\hat x = dy \odot \gamma$ and means $\overline{\,\cdot\,}$ taken along the row:
+
+$$dx = r\,\big(d\hat x - \overline{d\hat x} - \hat x\, \overline{d\hat x \odot \hat x}\big),\qquad
+d\gamma = \textstyle\sum_{rows} dy \odot \hat x,\qquad d\beta = \sum_{rows} dy.$$
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ...backend import get_array_module
+
+
+class LayerNormCache(NamedTuple):
+    xhat: Any       # (N, C) the normalised input; x itself is not kept (xhat and rstd suffice)
+    rstd: Any       # (N, 1) 1 / sqrt(var + eps)
+    gamma: Any      # (C,)
+    in_shape: tuple  # the input's original shape, to unflatten dx
+
+
+# --8<-- [start:layernorm_forward]
+def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
+    """y = (x - mean) * rstd * gamma + beta over the last axis; any number of leading dims."""
+    xp = get_array_module(x)
+    C = x.shape[-1]
+    x2 = x.reshape(-1, C)                                # (..., C) -> (N, C)
+    mean = x2.mean(axis=1, keepdims=True)                # (N, C) -> (N, 1)
+    xhat = x2 - mean                                     # (N, C), fresh: normalised in place below
+    y = xhat * xhat                                      # (N, C) scratch, reused for the output
+    var = y.mean(axis=1, keepdims=True)                  # (N, C) -> (N, 1), the biased variance
+    var += eps                                           # eps inside the square root
+    rstd = var ** -0.5                                   # (N, 1)
+    xhat *= rstd
+    xp.multiply(xhat, gamma, out=y)
+    y += beta
+    return y.reshape(x.shape), LayerNormCache(xhat, rstd, gamma, x.shape)   # (N, C) -> (..., C)
+# --8<-- [end:layernorm_forward]
+
+
+# --8<-- [start:layernorm_backward]
+def layernorm_backward(dy, cache: LayerNormCache):
+    """Returns (dx, dgamma, dbeta)."""
+    xp = get_array_module(dy)
+    xhat, rstd = cache.xhat, cache.rstd
+    dy2 = dy.reshape(xhat.shape)                         # (..., C) -> (N, C)
+    # fwd: y = xhat * gamma + beta  =>  dbeta = sum of dy,  dgamma = sum of dy * xhat (over rows)
+    dbeta = dy2.sum(axis=0)                              # (N, C) -> (C,)
+    tmp = dy2 * xhat                                     # (N, C) scratch
+    dgamma = tmp.sum(axis=0)                             # (N, C) -> (C,)
+    # fwd: y = xhat * gamma  =>  dxhat = dy * gamma
+    dx = dy2 * cache.gamma                               # (N, C) dxhat, turned into dx in place
+    # fwd: xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    xp.multiply(dx, xhat, out=tmp)
+    m2 = tmp.mean(axis=1, keepdims=True)                 # (N, C) -> (N, 1)
+    m1 = dx.mean(axis=1, keepdims=True)                  # (N, C) -> (N, 1)
+    dx -= m1
+    xp.multiply(xhat, m2, out=tmp)
+    dx -= tmp
+    dx *= rstd
+    return dx.reshape(cache.in_shape), dgamma, dbeta     # (N, C) -> (..., C)
+# --8<-- [end:layernorm_backward]

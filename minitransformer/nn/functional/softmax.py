@@ -1,0 +1,78 @@
+r"""Softmax and log-softmax along the last axis, computed stably.
+
+Forward:   $y_i = e^{x_i - m} / \sum_j e^{x_j - m}$ with $m = \max_j x_j$ (the shift changes nothing
+mathematically and keeps every exponent $\le 0$, so nothing overflows);
+$\log y_i = x_i - m - \log \sum_j e^{x_j - m}$.
+
+Backward:  softmax $dx = y \odot (dy - \sum_j dy_j y_j)$;  log-softmax $dx = dy - y \sum_j dy_j$.
+
+A row that is entirely $-\infty$ (every position masked) has no distribution: we define its softmax
+as zeros (and its log-softmax as $-\infty$) instead of the NaN that $(-\infty) - (-\infty)$ gives.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ...backend import get_array_module
+
+
+class SoftmaxCache(NamedTuple):
+    y: Any      # the output, softmax(x) (the only thing the backward needs)
+
+
+class LogSoftmaxCache(NamedTuple):
+    logp: Any   # the output; softmax = exp(logp) is recomputed in the backward, not stored twice
+
+
+def _shifted_exp(x, xp):
+    """(exp(x - m), sum) along the last axis, with m = 0 on rows that are all -inf."""
+    m = x.max(axis=-1, keepdims=True)                  # (..., V) -> (..., 1)
+    m[~xp.isfinite(m)] = 0                             # all -inf rows: exp(-inf - 0) = 0, no NaN
+    e = x - m                                          # (..., V), fresh: exponentiated in place
+    xp.exp(e, out=e)
+    s = e.sum(axis=-1, keepdims=True)                  # (..., V) -> (..., 1)
+    return e, s, m
+
+
+# --8<-- [start:softmax]
+def softmax_forward(x):
+    """y = softmax(x) along the last axis."""
+    xp = get_array_module(x)
+    y, s, _ = _shifted_exp(x, xp)
+    s[s == 0] = 1                                      # all -inf rows: 0 / 1 = 0
+    y /= s
+    return y, SoftmaxCache(y)
+
+
+def softmax_backward(dy, cache: SoftmaxCache):
+    """Returns dx."""
+    y = cache.y
+    # fwd: y_i = e^{x_i} / sum_j e^{x_j}  =>  dx_i = y_i * (dy_i - sum_j dy_j y_j)
+    dx = dy * y                                        # (..., V)
+    dot = dx.sum(axis=-1, keepdims=True)               # (..., V) -> (..., 1)
+    dx -= y * dot
+    return dx
+# --8<-- [end:softmax]
+
+
+# --8<-- [start:log_softmax]
+def log_softmax_forward(x):
+    """log softmax(x) = x - logsumexp(x) along the last axis."""
+    xp = get_array_module(x)
+    e, s, m = _shifted_exp(x, xp)
+    s[s == 0] = 1
+    lse = xp.log(s)                                    # (..., 1)
+    lse += m                                           # logsumexp(x)
+    logp = xp.subtract(x, lse, out=e)                  # reuse the exp buffer for the output
+    return logp, LogSoftmaxCache(logp)
+
+
+def log_softmax_backward(dy, cache: LogSoftmaxCache):
+    """Returns dx."""
+    xp = get_array_module(dy)
+    # fwd: logp_i = x_i - log sum_j e^{x_j}  =>  dx_i = dy_i - softmax_i * sum_j dy_j
+    dx = xp.exp(cache.logp)                            # (..., V) softmax, recomputed
+    dx *= dy.sum(axis=-1, keepdims=True)
+    xp.subtract(dy, dx, out=dx)
+    return dx
+# --8<-- [end:log_softmax]
