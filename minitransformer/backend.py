@@ -71,6 +71,7 @@ def xp_for(device: str):
 
 
 # --8<-- [start:array_module]
+# --8<-- [start:get_array_module]
 def get_array_module(*arrays):
     """numpy, or cupy if any argument is a CuPy array (the Chainer idiom)."""
     if _cupy is not None:
@@ -78,6 +79,7 @@ def get_array_module(*arrays):
             if isinstance(a, _cupy.ndarray):
                 return _cupy
     return np
+# --8<-- [end:get_array_module]
 
 
 def device_of(array) -> str:
@@ -92,6 +94,7 @@ def to_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
+# --8<-- [start:to_device]
 def to_device(array, device: str, dtype=None):
     """Move (and optionally cast) an array to `device`; a no-op when it is already there."""
     check_device(device)
@@ -102,6 +105,7 @@ def to_device(array, device: str, dtype=None):
     if dtype is not None and out.dtype != np.dtype(dtype):
         out = out.astype(dtype)
     return out
+# --8<-- [end:to_device]
 # --8<-- [end:array_module]
 
 
@@ -116,6 +120,7 @@ def check_float_dtype(dtype) -> np.dtype:
     return dt
 
 
+# --8<-- [start:rngs]
 def host_rng(seed: int | None) -> np.random.Generator:
     """The seeded host generator all parameters are drawn from (same weights on every device)."""
     return np.random.default_rng(seed)
@@ -125,6 +130,7 @@ def device_rng(device: str, seed: int | None):
     """A generator that draws directly on `device` (for dropout masks and random features)."""
     xp = xp_for(device)
     return xp.random.default_rng(seed)
+# --8<-- [end:rngs]
 
 
 def synchronize(device: str) -> None:
