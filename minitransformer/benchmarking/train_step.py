@@ -1,0 +1,227 @@
+"""Training throughput: forward + backward + AdamW step, tokens/s, for named GPT sizes.
+
+Reports, measured in the same run:
+* our tokens/s and the achieved FLOP rate as a fraction of this machine's float32 matmul rate;
+* the split of the step between matrix multiplies and everything else (the step's own GEMMs are
+  replayed alone with the same shapes and timed);
+* where PyTorch is installed, the identical model in PyTorch eager on the CPU with the same number
+  of threads, and our throughput as a ratio to it.
+
+Writes JSON and Markdown (default: docs/benchmarks/train_step.{json,md}).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np  # benchmark harness: host timing and the matmul-rate probe
+
+from .. import backend
+
+CONFIGS = {
+    "small": dict(n_layer=4, n_head=4, d_model=128, block_size=64, batch_size=12, vocab_size=65),
+    "medium": dict(n_layer=6, n_head=6, d_model=384, block_size=256, batch_size=4, vocab_size=65),
+}
+
+
+def matmul_rate(device: str, n: int = 1024, repeats: int = 10) -> float:
+    """float32 GFLOP/s of an (n, n) @ (n, n) product, best of `repeats`."""
+    xp = backend.xp_for(device)
+    a = xp.asarray(np.random.default_rng(0).standard_normal((n, n)), dtype=np.float32)
+    b = xp.asarray(np.random.default_rng(1).standard_normal((n, n)), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        backend.synchronize(device)
+        t = time.perf_counter()
+        a @ b
+        backend.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def step_flops(cfg: dict) -> float:
+    """Matmul FLOPs of one forward+backward: 3x the forward's (each GEMM has two in backward)."""
+    L, C, T, B, V = cfg["n_layer"], cfg["d_model"], cfg["block_size"], cfg["batch_size"], cfg["vocab_size"]
+    N = B * T
+    per_layer = 2 * N * C * (3 * C) + 2 * N * C * C + 2 * 2 * N * C * 4 * C   # qkv, proj, ffn
+    attention = 2 * 2 * B * T * T * C                                       # QK^T and PV
+    head = 2 * N * C * V
+    return 3.0 * (L * (per_layer + attention) + head)
+
+
+def gemm_shapes(cfg: dict):
+    """(batch, m, k, n) of every matrix multiply in one forward+backward of the GPT."""
+    L, C, T, B, V, H = (cfg["n_layer"], cfg["d_model"], cfg["block_size"], cfg["batch_size"],
+                        cfg["vocab_size"], cfg["n_head"])
+    N, D = B * T, C // H
+    shapes = []
+    for (k, n) in [(C, 3 * C), (C, C), (C, 4 * C), (4 * C, C)]:
+        shapes += [(1, N, k, n), (1, N, n, k), (1, k, N, n)] * L     # y=xW, dx=dyW^T, dW=x^T dy
+    for _ in range(L):
+        shapes += [(B * H, T, D, T), (B * H, T, T, D)]                # S=QK^T, O=PV
+        shapes += [(B * H, T, D, T), (B * H, T, T, D),                # dP=dO V^T, dV=P^T dO
+                   (B * H, T, T, D), (B * H, T, T, D)]                # dQ=dS K, dK=dS^T Q
+    shapes += [(1, N, C, V), (1, N, V, C), (1, V, N, C)]
+    return shapes
+
+
+def time_gemms(cfg: dict, device: str, repeats: int = 5) -> float:
+    """Seconds to run the step's GEMMs alone (median of repeats)."""
+    xp = backend.xp_for(device)
+    rng = np.random.default_rng(0)
+    operands = [(xp.asarray(rng.standard_normal((b, m, k)), dtype=np.float32),
+                 xp.asarray(rng.standard_normal((b, k, n)), dtype=np.float32)) for b, m, k, n in gemm_shapes(cfg)]
+    times = []
+    for _ in range(repeats):
+        backend.synchronize(device)
+        t = time.perf_counter()
+        for a, b in operands:
+            a @ b
+        backend.synchronize(device)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def time_ours(cfg: dict, device: str, steps: int, warmup: int = 3) -> float:
+    """Median seconds per training step of our GPT."""
+    from ..models.gpt import GPT, GPTConfig
+    from ..optim import AdamW, clip_grad_norm
+    mc = GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "d_model", "block_size", "vocab_size")})
+    model = GPT(mc, seed=0).to(device)
+    opt = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    rng = np.random.default_rng(0)
+    B, T, V = cfg["batch_size"], cfg["block_size"], cfg["vocab_size"]
+    times = []
+    for i in range(warmup + steps):
+        x = backend.to_device(rng.integers(0, V, (B, T)), device)
+        y = backend.to_device(rng.integers(0, V, (B, T)), device)
+        backend.synchronize(device)
+        t = time.perf_counter()
+        model.forward(x, y)
+        model.backward()
+        clip_grad_norm(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        backend.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def time_torch(cfg: dict, steps: int, threads: int, warmup: int = 3):
+    """Median seconds per step of the same GPT in PyTorch eager (CPU), or None without torch."""
+    try:
+        import torch
+        import torch.nn as tnn
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    L, H, C, T, V, B = (cfg["n_layer"], cfg["n_head"], cfg["d_model"], cfg["block_size"],
+                        cfg["vocab_size"], cfg["batch_size"])
+
+    class Block(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = tnn.LayerNorm(C), tnn.LayerNorm(C)
+            self.qkv, self.proj = tnn.Linear(C, 3 * C), tnn.Linear(C, C)
+            self.fc1, self.fc2 = tnn.Linear(C, 4 * C), tnn.Linear(4 * C, C)
+
+        def forward(self, x):
+            q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+            q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+            # explicit softmax attention (not the fused SDPA kernel) to compare like with like
+            s = (q @ k.transpose(-2, -1)) * (C // H) ** -0.5
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            y = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, C)
+            x = x + self.proj(y)
+            return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+    class TorchGPT(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = tnn.Embedding(V, C), tnn.Embedding(T, C)
+            self.blocks = tnn.ModuleList(Block() for _ in range(L))
+            self.ln_f = tnn.LayerNorm(C)
+
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(torch.arange(T))
+            for b in self.blocks:
+                x = b(x)
+            logits = self.ln_f(x) @ self.wte.weight.T
+            return F.cross_entropy(logits.view(-1, V), targets.view(-1))
+
+    model = TorchGPT()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    times = []
+    for i in range(warmup + steps):
+        x = torch.randint(0, V, (B, T))
+        y = torch.randint(0, V, (B, T))
+        t = time.perf_counter()
+        loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return float(np.median(times)), torch.__version__
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="minitransformer bench train-step", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--out", default="docs/benchmarks", help="directory for train_step.json/.md")
+    args = p.parse_args(argv)
+    backend.check_device(args.device)
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    peak = matmul_rate(args.device)
+    print(f"float32 matmul rate (1024^3): {peak:.1f} GFLOP/s on {args.device}, {threads} threads")
+    rows = []
+    for name in args.configs:
+        cfg = CONFIGS[name]
+        tokens = cfg["batch_size"] * cfg["block_size"]
+        ours = time_ours(cfg, args.device, args.steps)
+        gemm = time_gemms(cfg, args.device)
+        row = {"config": name, **cfg, "device": args.device, "ms_per_step": ours * 1e3,
+               "tokens_per_s": tokens / ours, "gflops": step_flops(cfg) / ours / 1e9,
+               "fraction_of_matmul_rate": step_flops(cfg) / ours / 1e9 / peak,
+               "gemm_ms": gemm * 1e3, "gemm_share": gemm / ours}
+        torch_result = None if (args.no_torch or args.device != "cpu") else time_torch(cfg, args.steps, threads)
+        if torch_result:
+            t_torch, version = torch_result
+            row.update(torch_version=version, torch_ms_per_step=t_torch * 1e3,
+                       torch_tokens_per_s=tokens / t_torch, ratio_vs_torch=t_torch / ours)
+        rows.append(row)
+        msg = (f"{name}: {row['ms_per_step']:.1f} ms/step, {row['tokens_per_s']:,.0f} tok/s, "
+               f"{row['fraction_of_matmul_rate']:.0%} of matmul rate, GEMMs {row['gemm_share']:.0%} of the step")
+        if torch_result:
+            msg += f" | PyTorch {row['torch_ms_per_step']:.1f} ms/step -> ours x{row['ratio_vs_torch']:.2f}"
+        print(msg)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"machine": platform.processor() or platform.machine(), "threads": threads,
+            "matmul_gflops": peak, "numpy": np.__version__, "rows": rows}
+    (out / "train_step.json").write_text(json.dumps(meta, indent=2) + "\n")
+    lines = [f"Measured by `benchmarks/train_step.py` on {args.device} ({threads} threads); float32 "
+             f"matmul rate {peak:.0f} GFLOP/s.", "",
+             "| config | L | H | C | T | B | ms/step | tokens/s | % of matmul rate | GEMM share | PyTorch ms/step | ours / PyTorch (throughput) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        torch_cols = (f"{r['torch_ms_per_step']:.1f} | {r['ratio_vs_torch']:.2f}x"
+                      if "torch_ms_per_step" in r else "- | -")
+        lines.append(f"| {r['config']} | {r['n_layer']} | {r['n_head']} | {r['d_model']} | {r['block_size']} | "
+                     f"{r['batch_size']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['fraction_of_matmul_rate']:.0%} | {r['gemm_share']:.0%} | {torch_cols} |")
+    (out / "train_step.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out / 'train_step.json'} and {out / 'train_step.md'}")
+    return 0

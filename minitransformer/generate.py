@@ -1,0 +1,88 @@
+r"""Decoding: greedy, temperature, top-k and top-p (nucleus) sampling, with a KV cache.
+
+With the cache, each new token costs one position's worth of work: the keys and values of the
+earlier positions are kept per layer instead of being recomputed. The first call (the "prefill")
+processes the whole prompt.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+
+
+# --8<-- [start:sampling]
+def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+    """Scale by 1/temperature, keep the top_k largest and/or the smallest set whose probability
+    reaches top_p; the rest become -inf. logits: (B, V)."""
+    xp = backend.get_array_module(logits)
+    logits = logits / temperature
+    V = logits.shape[-1]
+    if top_k is not None and top_k < V:
+        kth = xp.sort(logits, axis=-1)[:, V - top_k][:, None]           # (B, 1) k-th largest
+        logits = xp.where(logits < kth, -xp.inf, logits)
+    if top_p is not None and top_p < 1.0:
+        order = xp.argsort(-logits, axis=-1)                             # (B, V) descending
+        sorted_logits = xp.take_along_axis(logits, order, axis=-1)
+        probs = xp.exp(sorted_logits - sorted_logits[:, :1])
+        probs /= probs.sum(-1, keepdims=True)
+        cum = xp.cumsum(probs, axis=-1)
+        drop_sorted = (cum - probs) >= top_p                             # mass before this token already >= p
+        drop = xp.zeros_like(drop_sorted)
+        xp.put_along_axis(drop, order, drop_sorted, axis=-1)
+        logits = xp.where(drop, -xp.inf, logits)
+    return logits
+
+
+def sample_next(logits, rng: np.random.Generator, greedy: bool = False, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None):
+    """One token id per row of logits (B, V): argmax if greedy, else a draw from the filtered softmax."""
+    xp = backend.get_array_module(logits)
+    if greedy or temperature == 0:
+        return xp.argmax(logits, axis=-1)
+    logits = filter_logits(logits, temperature, top_k, top_p)
+    probs = xp.exp(logits - logits.max(-1, keepdims=True))
+    cdf = xp.cumsum(probs, axis=-1)
+    cdf /= cdf[:, -1:]
+    u = backend.to_device(rng.random((logits.shape[0], 1)), backend.device_of(logits), cdf.dtype)
+    return xp.minimum((cdf < u).sum(-1), logits.shape[-1] - 1)            # inverse-CDF draw
+# --8<-- [end:sampling]
+
+
+# --8<-- [start:generate]
+def generate(model, idx, max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0,
+             top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+             use_cache: bool = True):
+    """Extend idx (B, T) by max_new_tokens tokens. Returns (B, T + max_new_tokens).
+
+    With use_cache, the prompt is run once and then one token per step; when the context is full,
+    the cache is refilled from the last half of the window. Without it, every step recomputes the
+    last block_size tokens (the reference the cache is tested against).
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    xp = backend.get_array_module(idx)
+    rng = np.random.default_rng(seed)
+    block = model.config.block_size
+    was_training = model.training
+    model.eval()
+    out = idx
+    with model.no_grad():
+        caches = model.make_kv_caches(idx.shape[0]) if use_cache else None
+        step_input = out[:, -block:]
+        for _ in range(max_new_tokens):
+            if use_cache and caches[0].length + step_input.shape[1] > block:
+                for cache in caches:
+                    cache.reset()
+                step_input = out[:, -(block // 2):]      # refill from the last half window
+            logits, _ = model.forward(step_input if use_cache else out[:, -block:], kv_caches=caches)
+            next_id = sample_next(logits[:, -1, :], rng, greedy, temperature, top_k, top_p)
+            out = xp.concatenate([out, next_id[:, None].astype(out.dtype)], axis=1)   # (B, T+1)
+            step_input = out[:, -1:]
+    model.train(was_training)
+    return out
+# --8<-- [end:generate]
