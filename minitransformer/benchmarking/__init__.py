@@ -1,0 +1,1 @@
+"""Benchmark logic shared by the scripts in benchmarks/ and `minitransformer bench`."""
