@@ -5,3 +5,4 @@ from .embedding import Embedding
 from .layernorm import LayerNorm
 from .dropout import Dropout
 from .activations import GELU, ReLU, Softmax
+from .loss import CrossEntropyLoss

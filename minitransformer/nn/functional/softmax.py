@@ -24,7 +24,7 @@ class LogSoftmaxCache(NamedTuple):
     logp: Any   # the output; softmax = exp(logp) is recomputed in the backward, not stored twice
 
 
-def _shifted_exp(x, xp):
+def shifted_exp(x, xp):
     """(exp(x - m), sum) along the last axis, with m = 0 on rows that are all -inf."""
     m = x.max(axis=-1, keepdims=True)                  # (..., V) -> (..., 1)
     m[~xp.isfinite(m)] = 0                             # all -inf rows: exp(-inf - 0) = 0, no NaN
@@ -38,7 +38,7 @@ def _shifted_exp(x, xp):
 def softmax_forward(x):
     """y = softmax(x) along the last axis."""
     xp = get_array_module(x)
-    y, s, _ = _shifted_exp(x, xp)
+    y, s, _ = shifted_exp(x, xp)
     s[s == 0] = 1                                      # all -inf rows: 0 / 1 = 0
     y /= s
     return y, SoftmaxCache(y)
@@ -59,7 +59,7 @@ def softmax_backward(dy, cache: SoftmaxCache):
 def log_softmax_forward(x):
     """log softmax(x) = x - logsumexp(x) along the last axis."""
     xp = get_array_module(x)
-    e, s, m = _shifted_exp(x, xp)
+    e, s, m = shifted_exp(x, xp)
     s[s == 0] = 1
     lse = xp.log(s)                                    # (..., 1)
     lse += m                                           # logsumexp(x)
