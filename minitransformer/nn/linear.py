@@ -27,6 +27,7 @@ class Linear(Module):
         self.bias = Parameter(np.zeros(out_features, np.float32)) if bias else None
         self.cache = None
 
+    # --8<-- [start:linear_module]
     def forward(self, x):
         check_array(x, "Linear input", last_dim=self.in_features, dtype=self.weight.dtype,
                     device=self.weight.device)
@@ -40,6 +41,7 @@ class Linear(Module):
         if self.bias is not None:
             self.bias.grad += db
         return dx
+    # --8<-- [end:linear_module]
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
