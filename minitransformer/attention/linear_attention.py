@@ -236,6 +236,27 @@ def kernel_case(name, kernel, q, k, v, causal=False, key_padding_mask=None):
         run=lambda m, q_, k_, v_: m.forward(q_, k_, v_, causal=causal, key_padding_mask=key_padding_mask))
 
 
+def mha_case(name, device, attention, options=None, causal=False, pad=False, T=5, max_len=None):
+    """A gradient check of MultiHeadAttention (d_model 6, 2 heads) running the given kernel, in eval
+    mode so random features and rotations stay fixed."""
+    from .multi_head import MultiHeadAttention     # late import: multi_head imports the kernel registry
+    mha = MultiHeadAttention(6, 2, attention=attention, attention_options=options or {}, max_len=max_len,
+                             rng=backend.host_rng(7)).to(device, "float64").eval()
+    (x,) = float64_inputs(device, 8, (2, T, 6))
+    kpm = None
+    if pad:
+        kpm = backend.to_device(backend.host_rng(9).random((2, T)) > 0.3, device)
+        kpm[:, 0] = True
+    return check_module(f"{name}[causal={causal},pad={pad}]", mha, [x],
+                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=kpm))
+
+
+@register("attention.MultiHeadAttention.linear")
+def _gradcheck_mha_linear(device: str):
+    return [mha_case("MHA(linear)", device, "linear", {"chunk_size": 2}, causal=True, pad=True),
+            mha_case("MHA(linear)", device, "linear", {}, causal=False, pad=True)]
+
+
 @register("attention.linear")
 def _gradcheck_linear(device: str):
     kernel = LinearAttention(2, 4, chunk_size=2).to(device, "float64")

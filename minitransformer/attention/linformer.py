@@ -24,7 +24,7 @@ from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
 from ..nn.module import Parameter
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import check_attention_inputs, kernel_case
+from .linear_attention import check_attention_inputs, kernel_case, mha_case
 
 
 class LinformerCache(NamedTuple):
@@ -140,3 +140,9 @@ def _gradcheck_linformer(device: str):
     shared = Linformer(2, 4, max_len=6, k=4, share_kv=True, rng=backend.host_rng(2)).to(device, "float64")
     return [kernel_case("attention.linformer", kern, q, k, v, False, mask),
             kernel_case("attention.linformer(share_kv)", shared, q, k, v)]
+
+
+@register("attention.MultiHeadAttention.linformer")
+def _gradcheck_mha_linformer(device: str):
+    return [mha_case("MHA(linformer)", device, "linformer", {"k": 3}, pad=True, max_len=7),
+            mha_case("MHA(linformer)", device, "linformer", {"k": 4, "share_kv": True}, max_len=5)]

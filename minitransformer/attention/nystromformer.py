@@ -25,7 +25,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import check_attention_inputs, kernel_case
+from .linear_attention import check_attention_inputs, kernel_case, mha_case
 
 
 def segment_means_matrix(n: int, m: int, xp, dtype):
@@ -213,3 +213,8 @@ def _gradcheck_nystrom(device: str):
     return [kernel_case("attention.nystrom", kern, q, k, v, False, mask),
             kernel_case("attention.nystrom(m=T)", Nystromformer(2, 4, n_landmarks=7), q, k[:, :, :7].copy(),
                         v[:, :, :7].copy())]
+
+
+@register("attention.MultiHeadAttention.nystrom")
+def _gradcheck_mha_nystrom(device: str):
+    return [mha_case("MHA(nystrom)", device, "nystrom", {"n_landmarks": 2}, pad=True, T=6)]

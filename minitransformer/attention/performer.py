@@ -33,7 +33,7 @@ from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
 from .kernel import AttentionKernel, register_kernel
 from .linear_attention import (LinearCoreCache, check_attention_inputs, kernel_case,
-                               linear_core_backward, linear_core_forward)
+                               linear_core_backward, linear_core_forward, mha_case)
 
 
 # --8<-- [start:draw_features]
@@ -185,3 +185,10 @@ def _gradcheck_performer(device: str):
         kernel_case("attention.performer(iid)", Performer(2, 4, n_features=3, orthogonal=False,
                     redraw_every=None).to(device, "float64").eval(), q, k4, v4),
     ]
+
+
+@register("attention.MultiHeadAttention.performer")
+def _gradcheck_mha_performer(device: str):
+    opts = {"n_features": 8, "redraw_every": None}
+    return [mha_case("MHA(performer)", device, "performer", opts, causal=True, pad=True),
+            mha_case("MHA(performer)", device, "performer", opts, causal=False, pad=False)]

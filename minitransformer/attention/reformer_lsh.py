@@ -38,7 +38,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import check_attention_inputs, kernel_case
+from .linear_attention import check_attention_inputs, kernel_case, mha_case
 
 SELF_SCORE = -1e5   # the score a shared-QK query gives itself (finite: used when nothing else is there)
 
@@ -283,3 +283,10 @@ def _gradcheck_reformer(device: str):
         kernel_case("attention.reformer(shared_qk,causal)",
                     kern(n_hashes=2, n_buckets=2, chunk_size=2, shared_qk=True), q, k, v, True, mask),
     ]
+
+
+@register("attention.MultiHeadAttention.reformer")
+def _gradcheck_mha_reformer(device: str):
+    opts = {"n_hashes": 2, "n_buckets": 2, "chunk_size": 2}
+    return [mha_case("MHA(reformer)", device, "reformer", opts, causal=True, pad=True, T=6),
+            mha_case("MHA(reformer)", device, "reformer", dict(opts, shared_qk=True), pad=True, T=6)]
