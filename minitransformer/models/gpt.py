@@ -1,0 +1,200 @@
+r"""GPT: a decoder-only Transformer for causal language modelling.
+
+Built bottom-up from the package's pieces: token embedding + positions -> L causal pre-LN (or
+post-LN) blocks -> final LayerNorm -> logits through the *tied* token embedding,
+
+$$\text{logits} = \mathrm{LN}(h_L)\, W_{te}^\top, \qquad
+  \mathcal{L} = -\frac{1}{N}\sum_{t} \log \mathrm{softmax}(\text{logits}_t)_{y_t}.$$
+
+Because $W_{te}$ is used twice (lookup and output projection) its gradient is the sum of the two
+paths' gradients. Initialisation follows GPT-2: N(0, 0.02²) everywhere, and the projections that
+write into the residual stream scaled by $1/\sqrt{2L}$ so the stream's variance does not grow with
+depth.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from .. import backend
+from ..gradcheck import register
+from ..blocks import EncoderBlock
+from ..nn.checks import check_array, check_token_ids
+from ..nn.dropout import Dropout
+from ..nn.embedding import Embedding
+from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from ..nn.functional.linear import linear_backward, linear_forward
+from ..nn.layernorm import LayerNorm
+from ..nn.module import Module
+from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 96            # V: tokens in the vocabulary (set from the tokenizer)
+    block_size: int = 64            # T_max: the context length
+    n_layer: int = 4                # L: number of blocks
+    n_head: int = 4                 # H: attention heads per block
+    d_model: int = 128              # C: width of the residual stream
+    d_ff: int | None = None         # F: feed-forward width (None: 4 * d_model)
+    dropout: float = 0.0            # residual and embedding dropout
+    norm: str = "pre"               # "pre" (GPT-2) or "post" (the original Transformer)
+    activation: str = "gelu"        # "gelu", "gelu_tanh" or "relu"
+    positional: str = "learned"     # "learned" or "sinusoidal"
+    bias: bool = True               # biases in the Linear layers
+    attention: str = "dense"        # attention kernel by name (minitransformer.attention.kernel_names())
+    attention_options: dict = field(default_factory=dict)  # options of that kernel (window, ...)
+    low_rank: int | None = None     # K: factorise the chosen Linear layers as W ~ A B of rank K
+    low_rank_targets: tuple = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")  # which layers
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"GPTConfig.norm must be 'pre' or 'post', got {self.norm!r}")
+        if self.positional not in ("learned", "sinusoidal"):
+            raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["low_rank_targets"] = list(self.low_rank_targets)
+        return d
+
+
+class GPT(Module):
+    """Decoder-only Transformer with tied input/output embeddings."""
+
+    def __init__(self, config: GPTConfig, seed: int = 0):
+        super().__init__()
+        self.config = c = config
+        rng = backend.host_rng(seed)
+        d_ff = c.d_ff or 4 * c.d_model
+        self.wte = Embedding(c.vocab_size, c.d_model, rng=rng, std=0.02)
+        if c.positional == "learned":
+            self.wpe = LearnedPositionalEmbedding(c.block_size, c.d_model, rng=rng, std=0.02)
+        else:
+            self.wpe = SinusoidalPositionalEncoding(c.block_size, c.d_model)
+        self.drop = Dropout(c.dropout, seed=seed + 1)
+        residual_std = 0.02 / math.sqrt(2 * c.n_layer)
+        self.blocks = [
+            EncoderBlock(c.d_model, c.n_head, d_ff, norm=c.norm, dropout=c.dropout,
+                         activation=c.activation, attention=c.attention,
+                         attention_options=dict(c.attention_options), max_len=c.block_size,
+                         bias=c.bias, rng=rng, out_std=residual_std)
+            for _ in range(c.n_layer)
+        ]
+        self.ln_f = LayerNorm(c.d_model) if c.norm == "pre" else None
+        self._init_weights(rng, residual_std)
+        if c.low_rank is not None:
+            from ..compress.lowrank import factorize_model
+            factorize_model(self, c.low_rank, c.low_rank_targets, init="random", rng=rng)
+        self.cache = None
+
+    def _init_weights(self, rng, residual_std: float) -> None:
+        """GPT-2 initialisation: every Linear weight ~ N(0, 0.02^2), the two projections that write
+        into the residual stream (attn.proj, ffn.fc2) ~ N(0, (0.02/sqrt(2L))^2); biases zero."""
+        for name, p in self.named_parameters():
+            if name.startswith("blocks.") and name.endswith(".weight") and p.data.ndim == 2:
+                std = residual_std if name.endswith(("attn.proj.weight", "ffn.fc2.weight")) else 0.02
+                p.data = (rng.standard_normal(p.shape) * std).astype(p.dtype)
+
+    # --8<-- [start:gpt_forward]
+    def forward(self, idx, targets=None, kv_caches=None, ignore_index: int = -1):
+        """idx (B, T) int -> logits (B, T, V); with targets (B, T) also the mean cross-entropy.
+
+        kv_caches: one KVCache per block for incremental decoding (see generate.py).
+        """
+        c = self.config
+        offset = kv_caches[0].length if kv_caches else 0
+        check_token_ids(idx, "GPT input idx", c.vocab_size)
+        check_array(idx, "GPT input idx", device=self.wte.weight.device)
+        if offset + idx.shape[1] > c.block_size:
+            raise ValueError(f"GPT input: {offset + idx.shape[1]} positions exceed the context length "
+                             f"block_size={c.block_size} (crop the input to its last {c.block_size} tokens)")
+        x = self.wte(idx)                                  # (B, T) -> (B, T, C)
+        x = self.wpe(x, offset)                            # + positions offset..offset+T-1
+        x = self.drop(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, causal=True, kv_cache=kv_caches[i] if kv_caches else None)
+        if self.ln_f is not None:
+            x = self.ln_f(x)
+        # tied output head: logits = x @ W_te^T
+        logits, head_cache = linear_forward(x, self.wte.weight.data.T)   # (B,T,C) @ (C,V) -> (B,T,V)
+        loss = ce_cache = None
+        if targets is not None:
+            check_array(targets, "GPT targets", ndim=2)
+            if tuple(targets.shape) != tuple(idx.shape):
+                raise ValueError(f"GPT targets: expected shape {tuple(idx.shape)} (like idx), got {tuple(targets.shape)}")
+            loss, ce_cache = cross_entropy_forward(logits, targets, ignore_index=ignore_index)
+        self.cache = (head_cache, ce_cache) if self.keep_cache else None
+        return logits, loss
+    # --8<-- [end:gpt_forward]
+
+    # --8<-- [start:gpt_backward]
+    def backward(self, dlogits=None, dloss: float = 1.0):
+        """Backpropagate from the loss scaled by dloss (dlogits=None) or from a given dlogits;
+        the forward in reverse. Gradients add into every Parameter.grad."""
+        if self.cache is None:
+            raise RuntimeError("GPT.backward called without a forward pass that kept its cache")
+        head_cache, ce_cache = self.cache
+        if dlogits is None:
+            if ce_cache is None:
+                raise ValueError("GPT.backward(): the forward had no targets; pass dlogits explicitly")
+            dlogits, _ = cross_entropy_backward(dloss, ce_cache)   # dL/dlogits, (B, T, V)
+        # fwd: logits = x @ W_te^T  =>  dx = dlogits @ W_te,  dW_te += (x^T @ dlogits)^T
+        dx, dwte_t, _ = linear_backward(dlogits, head_cache)
+        self.wte.weight.grad += dwte_t.T
+        if self.ln_f is not None:
+            dx = self.ln_f.backward(dx)
+        for block in reversed(self.blocks):
+            dx = block.backward(dx)
+        dx = self.drop.backward(dx)
+        dx = self.wpe.backward(dx)
+        self.wte.backward(dx)                                  # second path into W_te
+    # --8<-- [end:gpt_backward]
+
+    def make_kv_caches(self, batch_size: int):
+        """One empty KVCache per block, sized for the whole context."""
+        from ..attention.kv_cache import KVCache
+        c = self.config
+        return [KVCache(c.block_size, batch_size, c.n_head, c.d_model // c.n_head, self.dtype, self.device)
+                for _ in range(c.n_layer)]
+
+
+def load_gpt(path, device: str = "cpu", dtype=None):
+    """(model, tokenizer, meta) from a checkpoint written by the trainer; verified on load."""
+    from ..checkpoint import CheckpointError, load_checkpoint
+    from ..config import from_dict
+    from ..data.tokenizer import CharTokenizer
+    state, _, meta = load_checkpoint(path)
+    if "model_config" not in meta or "tokenizer" not in meta:
+        raise CheckpointError(f"checkpoint {path} has no model configuration or tokenizer")
+    config = from_dict(GPTConfig, meta["model_config"], f"checkpoint {path}")
+    model = GPT(config)
+    model.load_state_dict(state)
+    model.to(device, dtype or meta.get("train_config", {}).get("dtype", "float32"))
+    return model, CharTokenizer.from_dict(meta["tokenizer"]), meta
+
+
+def _gradcheck_gpt(device: str, norm: str, positional: str, n_head: int, T: int):
+    from ..gradcheck import check_module
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=n_head, d_model=8, norm=norm,
+                    positional=positional)
+    model = GPT(cfg, seed=3).to(device, "float64")
+    rng = backend.host_rng(4)
+    idx = backend.to_device(rng.integers(0, 11, (2, T)), device)
+    targets = backend.to_device(rng.integers(0, 11, (2, T)), device)
+    return check_module(f"models.GPT({norm}-LN, {positional}, H={n_head}, T={T})", model, [idx, targets],
+                        run=lambda m, i, t: m.forward(i, t)[1],
+                        backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)
+
+
+@register("models.GPT")
+def _gradcheck_gpt_all(device: str):
+    return [_gradcheck_gpt(device, "pre", "learned", 2, 5), _gradcheck_gpt(device, "post", "sinusoidal", 1, 1)]
