@@ -289,3 +289,16 @@ def pattern_mask(pattern: SparsePattern, T: int, S: int, causal: bool, n_head: i
     if pattern.rows is not None:
         mask[:, pattern.rows, :] = (np.arange(S)[None, :] <= pattern.rows[:, None] + (S - T)) if causal else True
     return mask
+
+
+def gradcheck_mha_with_kernel(name: str, device: str, options: dict, causal: bool, T: int = 9):
+    """Float64 check of MultiHeadAttention(d_model=8, n_head=2) using kernel `name`, with padding."""
+    from .. import backend
+    from ..gradcheck import check_module, float64_inputs
+    from .multi_head import MultiHeadAttention
+    mha = MultiHeadAttention(8, 2, attention=name, attention_options=options, max_len=T,
+                             rng=backend.host_rng(3)).to(device, "float64")
+    (x,) = float64_inputs(device, 6, (2, T, 8))
+    kpm = backend.to_device(np.arange(T)[None, :] < np.array([[T], [T - 2]]), device)
+    return check_module(f"attention.MultiHeadAttention[{name}, causal={causal}]", mha, [x],
+                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=kpm))

@@ -23,7 +23,7 @@ import numpy as np   # host-side block tables, random draws and test inputs only
 
 from .. import backend
 from ..gradcheck import check_functional, float64_inputs, register
-from .band import check_qkv, masked_softmax
+from .band import check_qkv, gradcheck_mha_with_kernel, masked_softmax
 from .kernel import AttentionKernel, register_kernel
 
 
@@ -196,5 +196,6 @@ def _gradcheck_bigbird(device: str):
     q, k, v = float64_inputs(device, 5, (2, 2, T, 4), (2, 2, T, 4), (2, 2, T, 4))
     kpm = backend.to_device(np.arange(T)[None, :] < np.array([[T], [T - 3]]), device)
     table, valid = bigbird_block_table(6, 1, np.random.default_rng(0))     # held fixed during the check
-    return check_functional("attention.bigbird", lambda q, k, v: bigbird_forward(q, k, v, table, valid, 4, kpm),
-                            bigbird_backward, [q, k, v])
+    return [check_functional("attention.bigbird", lambda q, k, v: bigbird_forward(q, k, v, table, valid, 4, kpm),
+                             bigbird_backward, [q, k, v]),
+            gradcheck_mha_with_kernel("bigbird", device, {"block": 2, "random_blocks": 1}, causal=False)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np   # host-side offsets only
 
 from ..gradcheck import register
-from .band import Band, SparsePattern
+from .band import Band, SparsePattern, gradcheck_mha_with_kernel
 from .kernel import register_kernel
 from .sliding_window import BandKernel, gradcheck_band_kernel
 
@@ -46,4 +46,5 @@ class DilatedAttention(BandKernel):
 @register("attention.dilated")
 def _gradcheck_dilated(device: str):
     return (gradcheck_band_kernel("dilated", device, {"window": 2, "dilation": 2}, T=9, S=9)
-            + gradcheck_band_kernel("dilated", device, {"window": 1, "dilation": [1, 3]}, T=7, S=8))
+            + gradcheck_band_kernel("dilated", device, {"window": 1, "dilation": [1, 3]}, T=7, S=8)
+            + [gradcheck_mha_with_kernel("dilated", device, {"window": 1, "dilation": [1, 2]}, causal=False)])

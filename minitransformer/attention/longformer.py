@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np   # host-side index logic only
 
 from ..gradcheck import register
-from .band import Band, Columns, SparsePattern
+from .band import Band, Columns, SparsePattern, gradcheck_mha_with_kernel
 from .kernel import register_kernel
 from .sliding_window import BandKernel, gradcheck_band_kernel
 
@@ -56,4 +56,5 @@ class LongformerAttention(BandKernel):
 
 @register("attention.longformer")
 def _gradcheck_longformer(device: str):
-    return gradcheck_band_kernel("longformer", device, {"window": 1, "global_tokens": [0, 5]}, T=8, S=8)
+    return (gradcheck_band_kernel("longformer", device, {"window": 1, "global_tokens": [0, 5]}, T=8, S=8)
+            + [gradcheck_mha_with_kernel("longformer", device, {"window": 1, "global_tokens": [0]}, causal=False)])

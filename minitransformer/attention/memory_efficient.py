@@ -25,7 +25,7 @@ import numpy as np   # host-side test inputs only
 from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import check_functional, float64_inputs, register
-from .band import check_qkv
+from .band import check_qkv, gradcheck_mha_with_kernel
 from .kernel import AttentionKernel, register_kernel
 
 
@@ -165,4 +165,5 @@ def _gradcheck_memory_efficient(device: str):
             f"attention.memory_efficient(causal={causal})",
             lambda q, k, v: flash_attention_forward(q, k, v, causal, kpm, 3, 4),
             flash_attention_backward, [q, k, v]))
+    results.append(gradcheck_mha_with_kernel("memory_efficient", device, {"block_size": 4}, causal=True))
     return results

@@ -12,7 +12,8 @@ import numpy as np   # host-side offsets and test inputs only
 
 from .. import backend
 from ..gradcheck import check_functional, float64_inputs, register
-from .band import Band, SparsePattern, check_qkv, pattern_mask, sparse_backward, sparse_forward
+from .band import (Band, SparsePattern, check_qkv, gradcheck_mha_with_kernel, pattern_mask, sparse_backward,
+                   sparse_forward)
 from .kernel import AttentionKernel, register_kernel
 
 
@@ -93,4 +94,5 @@ def gradcheck_band_kernel(name: str, device: str, options: dict, T=7, S=7, causa
 
 @register("attention.sliding_window")
 def _gradcheck_sliding_window(device: str):
-    return gradcheck_band_kernel("sliding_window", device, {"window": 2}, T=7, S=9)
+    return (gradcheck_band_kernel("sliding_window", device, {"window": 2}, T=7, S=9)
+            + [gradcheck_mha_with_kernel("sliding_window", device, {"window": 2}, causal=True)])

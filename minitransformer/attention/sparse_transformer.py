@@ -17,7 +17,7 @@ import math
 import numpy as np   # host-side index logic only
 
 from ..gradcheck import register
-from .band import Band, Columns, SparsePattern
+from .band import Band, Columns, SparsePattern, gradcheck_mha_with_kernel
 from .kernel import register_kernel
 from .sliding_window import BandKernel, gradcheck_band_kernel
 
@@ -91,10 +91,12 @@ class FixedSparseAttention(_SparseTransformerKernel):
 
 @register("attention.sparse_strided")
 def _gradcheck_sparse_strided(device: str):
-    return gradcheck_band_kernel("sparse_strided", device, {"stride": 3}, T=10, S=11, causal_modes=(True,))
+    return (gradcheck_band_kernel("sparse_strided", device, {"stride": 3}, T=10, S=11, causal_modes=(True,))
+            + [gradcheck_mha_with_kernel("sparse_strided", device, {"stride": 3}, causal=True)])
 
 
 @register("attention.sparse_fixed")
 def _gradcheck_sparse_fixed(device: str):
-    return gradcheck_band_kernel("sparse_fixed", device, {"stride": 3, "summary": 1}, T=10, S=11,
-                                 causal_modes=(True,))
+    return (gradcheck_band_kernel("sparse_fixed", device, {"stride": 3, "summary": 1}, T=10, S=11,
+                                  causal_modes=(True,))
+            + [gradcheck_mha_with_kernel("sparse_fixed", device, {"stride": 3, "summary": 1}, causal=True)])
