@@ -115,8 +115,12 @@ def build_model(model_cfg, train_cfg: TrainConfig, device: str):
 
 # --8<-- [start:train]
 def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: str = "cpu",
-          resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train a GPT on `text`; return a summary (losses, samples, throughput)."""
+          resume: bool = False, progress: bool = True, log=print, stop_after: int | None = None) -> dict:
+    """Train a GPT on `text`; return a summary (losses, samples, throughput).
+
+    stop_after: end this run after that many steps in total (as if interrupted), keeping the
+    schedule of the full `train_cfg.steps`; a later `resume=True` call continues it.
+    """
     backend.check_device(device)
     out_dir = Path(out_dir) if out_dir else None
     start_step, opt_state, rng_state = 0, None, None
@@ -152,6 +156,8 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
     log(f"model: {model.num_parameters():,} parameters | vocab {tokenizer.vocab_size} | "
         f"train {len(train_ids):,} / val {len(val_ids):,} tokens | unigram baseline {baseline:.3f}")
 
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
     metrics = (out_dir / "metrics.jsonl").open("a") if out_dir else None
     history = []
     tokens_per_step = train_cfg.batch_size * train_cfg.grad_accum * model_cfg.block_size
@@ -195,6 +201,8 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
                         "rng": rng.bit_generator.state, "val_loss": val}
                 save_checkpoint(out_dir, model.state_dict(), meta, optimizer.state_arrays())
         t_last = time.perf_counter()   # do not charge validation to the next step's throughput
+        if stop_after is not None and step + 1 >= stop_after:
+            break
     bar.close()
     if metrics:
         metrics.close()
