@@ -104,13 +104,19 @@ class EncoderBlock(Module):
     def forward(self, x, causal: bool = False, key_padding_mask=None, kv_cache=None):
         """x (B,T,C) -> (B,T,C)."""
         mask = dict(causal=causal, key_padding_mask=key_padding_mask, kv_cache=kv_cache)
+        # each residual sum is written into the sub-layer's fresh output (one array less)
         if self.norm == "pre":
-            x = x + self.drop(self.attn(self.ln1(x), **mask))          # x + attn(LN(x))
-            y = self.ffn(self.ln2(x))
-            y += x                                                     # x + ffn(LN(x))
+            h = self.drop(self.attn(self.ln1(x), **mask))
+            h += x                                                     # x1 = x + attn(LN(x))
+            y = self.ffn(self.ln2(h))
+            y += h                                                     # y = x1 + ffn(LN(x1))
             return y
-        x = self.ln1(x + self.drop(self.attn(x, **mask)))             # LN(x + attn(x))
-        return self.ln2(x + self.ffn(x))                              # LN(x + ffn(x))
+        h = self.drop(self.attn(x, **mask))
+        h += x
+        h = self.ln1(h)                                                # x1 = LN(x + attn(x))
+        y = self.ffn(h)
+        y += h
+        return self.ln2(y)                                             # y = LN(x1 + ffn(x1))
 
     def backward(self, dy):
         if self.norm == "pre":
@@ -166,14 +172,22 @@ class DecoderBlock(Module):
         self_mask = dict(causal=causal, key_padding_mask=key_padding_mask, kv_cache=kv_cache)
         cross_mask = dict(key_padding_mask=memory_padding_mask, kv_cache=cross_kv_cache)
         if self.norm == "pre":
-            x = x + self.drop(self.attn(self.ln1(x), **self_mask))                       # x + attn(LN(x))
-            x = x + self.drop_cross(self.cross_attn(self.ln2(x), memory, **cross_mask))  # x + cross(LN(x), m)
-            y = self.ffn(self.ln3(x))
-            y += x                                                                      # x + ffn(LN(x))
+            h = self.drop(self.attn(self.ln1(x), **self_mask))
+            h += x                                                     # x1 = x + attn(LN(x))
+            h2 = self.drop_cross(self.cross_attn(self.ln2(h), memory, **cross_mask))
+            h2 += h                                                    # x2 = x1 + cross(LN(x1), m)
+            y = self.ffn(self.ln3(h2))
+            y += h2                                                    # y = x2 + ffn(LN(x2))
             return y
-        x = self.ln1(x + self.drop(self.attn(x, **self_mask)))                          # LN(x + attn(x))
-        x = self.ln2(x + self.drop_cross(self.cross_attn(x, memory, **cross_mask)))     # LN(x + cross(x, m))
-        return self.ln3(x + self.ffn(x))                                                # LN(x + ffn(x))
+        h = self.drop(self.attn(x, **self_mask))
+        h += x
+        h = self.ln1(h)                                                # x1 = LN(x + attn(x))
+        h2 = self.drop_cross(self.cross_attn(h, memory, **cross_mask))
+        h2 += h
+        h2 = self.ln2(h2)                                              # x2 = LN(x1 + cross(x1, m))
+        y = self.ffn(h2)
+        y += h2
+        return self.ln3(y)                                             # y = LN(x2 + ffn(x2))
 
     def backward(self, dy):
         """Returns (dx, dmemory)."""
