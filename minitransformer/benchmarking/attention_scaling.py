@@ -22,7 +22,9 @@ skipped at that length and above. Sparse Transformer patterns are causal by defi
 with ``causal=True``; every other kernel runs bidirectionally.
 
 Usage: ``python benchmarks/attention_scaling.py [--quick] [--help]`` or
-``minitransformer bench attention [-- --help]``.
+``minitransformer bench attention [-- --help]``. On a machine shared with other jobs, pin BLAS to one
+thread (``OPENBLAS_NUM_THREADS=1``, set before Python starts): a multi-threaded BLAS whose threads
+wait for busy cores can run tens of times slower, which would measure the neighbours, not the kernel.
 """
 from __future__ import annotations
 
@@ -120,6 +122,8 @@ def run(args) -> dict:
     names = args.kernels or kernel_names()
     results = {"config": {"lengths": args.lengths, "batch": args.batch, "heads": args.heads,
                           "head_dim": args.head_dim, "dtype": str(dtype), "device": device,
+                          "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS",
+                                                         os.environ.get("OMP_NUM_THREADS", "default")),
                           "memory_budget_gb": args.memory_budget_gb, "time_budget_s": args.time_budget,
                           "options": {n: DEFAULT_OPTIONS.get(n, {}) for n in names},
                           "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
@@ -217,7 +221,7 @@ def markdown(results) -> str:
     head = "| kernel | " + " | ".join(f"N={n}" for n in ns) + " | slope |"
     sep = "|---|" + "---:|" * (len(ns) + 1)
     lines = [f"Forward+backward on {cfg['device']} ({cfg['machine']}), {cfg['dtype']}, B={cfg['batch']}, "
-             f"H={cfg['heads']}, D={cfg['head_dim']}; memory budget for dense {cfg['memory_budget_gb']} GiB, "
+             f"H={cfg['heads']}, D={cfg['head_dim']}, BLAS threads {cfg.get('blas_threads', '?')}; memory budget for dense {cfg['memory_budget_gb']} GiB, "
              f"time budget {cfg['time_budget_s']} s per call. Load average (1, 5, 15 min) at start "
              f"{_load(cfg, 'start')}, at end {_load(cfg, 'end')}: other processes shared the 2 cores.", "", "**Time (seconds)**", "", head, sep]
     kernels = results["kernels"]
