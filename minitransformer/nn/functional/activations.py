@@ -9,8 +9,11 @@ GELU (tanh):   $y = \tfrac12 x\,(1 + \tanh u)$ with $u = \sqrt{2/\pi}\,(x + 0.04
                $dx = dy \odot \big(\tfrac12(1 + \tanh u) + \tfrac12 x\,(1 - \tanh^2 u)\,
                \sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2)\big)$.
 
-On a CPU the tanh form is much cheaper: NumPy has no erf, and SciPy's costs about as much as
-sixty multiplications per element.
+NumPy has no erf and SciPy's costs as much as about seventy multiplications per element, so on the
+CPU in float32 (and float16) $\Phi$ comes from the rational approximation of Abramowitz and Stegun
+(7.1.26): absolute error below $1.5 \cdot 10^{-7}$, about $3 \cdot 10^{-7}$ on $\Phi$ once float32
+rounding is added (a few float32 ulps; the GELU output is as accurate as with SciPy's erf), at a
+fraction of the cost. float64 (the gradient checks) and the GPU use the library erf.
 """
 from __future__ import annotations
 
@@ -24,6 +27,10 @@ SQRT_HALF = math.sqrt(0.5)
 INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 GELU_TANH_COEF = 0.044715
+# Abramowitz & Stegun 7.1.26: erfc(z) = t (a1 + a2 t + ... + a5 t^4) exp(-z^2) + e, t = 1 / (1 + p z),
+# z >= 0, |e| < 1.5e-7
+AS_P = 0.3275911
+AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
 class ReLUCache(NamedTuple):
@@ -52,12 +59,41 @@ def relu_backward(dy, cache: ReLUCache):
 # --8<-- [end:relu]
 
 
+# --8<-- [start:normal_cdf]
+def normal_cdf(x):
+    """Phi(x) = 0.5 * (1 + erf(x / sqrt(2))), the standard normal CDF, as a fresh array."""
+    xp = get_array_module(x)
+    if x.dtype.itemsize >= 8 or backend.device_of(x) != "cpu":
+        cdf = backend.erf(x * SQRT_HALF)
+        cdf += 1.0
+        cdf *= 0.5
+        return cdf
+    z = xp.abs(x)
+    z *= SQRT_HALF                                   # z = |x| / sqrt(2) >= 0
+    t = z * AS_P
+    t += 1.0
+    xp.reciprocal(t, out=t)                          # t = 1 / (1 + p z)
+    a1, a2, a3, a4, a5 = AS_A
+    cdf = t * a5                                     # Horner: ((((a5 t + a4) t + a3) t + a2) t + a1) t
+    for a in (a4, a3, a2, a1):
+        cdf += a
+        cdf *= t
+    xp.multiply(z, z, out=z)
+    xp.negative(z, out=z)
+    xp.exp(z, out=z)                                 # exp(-z^2)
+    cdf *= z                                         # erfc(|x| / sqrt 2) = 2 Phi(-|x|)
+    cdf *= 0.5                                       # Phi(-|x|)
+    xp.subtract(0.5, cdf, out=cdf)                   # 0.5 - Phi(-|x|) >= 0
+    xp.copysign(cdf, x, out=cdf)                     # Phi(x) - 0.5, by the symmetry Phi(-x) = 1 - Phi(x)
+    cdf += 0.5
+    return cdf
+# --8<-- [end:normal_cdf]
+
+
 # --8<-- [start:gelu]
 def gelu_forward(x):
     """Exact GELU, y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))."""
-    cdf = backend.erf(x * SQRT_HALF)                 # fresh array, turned into Phi(x) in place
-    cdf += 1.0
-    cdf *= 0.5
+    cdf = normal_cdf(x)
     y = x * cdf
     return y, GELUCache(x, cdf)
 
@@ -82,36 +118,33 @@ def gelu_backward(dy, cache: GELUCache):
 def gelu_tanh_forward(x):
     """GELU's tanh approximation (GPT-2's), y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))."""
     xp = get_array_module(x)
-    t = x * x
-    t *= GELU_TANH_COEF
-    t += 1.0
-    t *= x
-    t *= SQRT_2_OVER_PI                              # u = sqrt(2/pi) * x * (1 + 0.044715 x^2)
-    xp.tanh(t, out=t)                                # tanh(u), kept for the backward
-    y = t + 1.0
-    y *= x
-    y *= 0.5
-    return y, GELUCache(x, t)
+    th = x * x
+    th *= SQRT_2_OVER_PI * GELU_TANH_COEF
+    th += SQRT_2_OVER_PI
+    th *= x                                          # u = x (a + b x^2), a = sqrt(2/pi), b = 0.044715 a
+    xp.tanh(th, out=th)                              # tanh(u), kept for the backward
+    y = x * th
+    y += x
+    y *= 0.5                                         # 0.5 x (1 + tanh u)
+    return y, GELUCache(x, th)
 
 
 def gelu_tanh_backward(dy, cache: GELUCache):
     """Returns dx."""
     xp = get_array_module(dy)
     x, th = cache.x, cache.cdf
-    # fwd: y = 0.5 x (1 + tanh u)  =>  dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx,
-    #      du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
-    dudx = x * x
-    dudx *= 3.0 * GELU_TANH_COEF
-    dudx += 1.0
-    dudx *= SQRT_2_OVER_PI
-    dx = th * th
-    dx -= 1.0                                        # tanh^2 u - 1 = -(1 - tanh^2 u)
-    dx *= dudx
-    dx *= x
-    dx *= -0.5                                       # 0.5 x (1 - tanh^2 u) du/dx
-    xp.multiply(th, 0.5, out=dudx)                   # (scratch reused) 0.5 tanh u
-    dx += dudx
-    dx += 0.5                                        # + 0.5 (1 + tanh u)
+    # fwd: y = 0.5 x (1 + tanh u), u = x (a + b x^2)
+    #   =>  dx = dy * 0.5 * ((1 + tanh u) + x (1 - tanh^2 u) (a + 3 b x^2))
+    dx = x * x
+    dx *= 3.0 * SQRT_2_OVER_PI * GELU_TANH_COEF
+    dx += SQRT_2_OVER_PI
+    dx *= x                                          # x du/dx = x (a + 3 b x^2)
+    sech2 = th * th
+    xp.subtract(1.0, sech2, out=sech2)               # 1 - tanh^2 u
+    dx *= sech2
+    dx += th
+    dx += 1.0
     dx *= dy
+    dx *= 0.5
     return dx
 # --8<-- [end:gelu_tanh]

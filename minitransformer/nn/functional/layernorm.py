@@ -24,20 +24,23 @@ class LayerNormCache(NamedTuple):
     in_shape: tuple  # the input's original shape, to unflatten dx
 
 
+# Row reductions are written as matrix-vector products (x @ (1/C)) rather than x.mean(axis=1):
+# they give the same numbers and BLAS does them several times faster on a CPU.
+
 # --8<-- [start:layernorm_forward]
 def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
     """y = (x - mean) * rstd * gamma + beta over the last axis; any number of leading dims."""
     xp = get_array_module(x)
     C = x.shape[-1]
     x2 = x.reshape(-1, C)                                # (..., C) -> (N, C)
-    mean = x2.mean(axis=1, keepdims=True)                # (N, C) -> (N, 1)
-    xhat = x2 - mean                                     # (N, C), fresh: normalised in place below
-    y = xhat * xhat                                      # (N, C) scratch, reused for the output
-    var = y.mean(axis=1, keepdims=True)                  # (N, C) -> (N, 1), the biased variance
+    mean = x2 @ xp.full(C, 1.0 / C, dtype=x.dtype)       # (N, C) @ (C,) -> (N,)
+    xhat = x2 - mean[:, None]                            # (N, C), fresh: normalised in place below
+    var = xp.einsum("nc,nc->n", xhat, xhat)              # (N, C) -> (N,), C times the biased variance
+    var *= 1.0 / C
     var += eps                                           # eps inside the square root
-    rstd = var ** -0.5                                   # (N, 1)
+    rstd = (var ** -0.5)[:, None]                        # (N,) -> (N, 1)
     xhat *= rstd
-    xp.multiply(xhat, gamma, out=y)
+    y = xhat * gamma
     y += beta
     return y.reshape(x.shape), LayerNormCache(xhat, rstd, gamma, x.shape)   # (N, C) -> (..., C)
 # --8<-- [end:layernorm_forward]
@@ -48,19 +51,22 @@ def layernorm_backward(dy, cache: LayerNormCache):
     """Returns (dx, dgamma, dbeta)."""
     xp = get_array_module(dy)
     xhat, rstd = cache.xhat, cache.rstd
-    dy2 = dy.reshape(xhat.shape)                         # (..., C) -> (N, C)
+    N, C = xhat.shape
+    dy2 = dy.reshape(N, C)                               # (..., C) -> (N, C)
+    ones = xp.ones(N, dtype=dy.dtype)
+    inv_c = xp.full(C, 1.0 / C, dtype=dy.dtype)
     # fwd: y = xhat * gamma + beta  =>  dbeta = sum of dy,  dgamma = sum of dy * xhat (over rows)
-    dbeta = dy2.sum(axis=0)                              # (N, C) -> (C,)
+    dbeta = ones @ dy2                                   # (N,) @ (N, C) -> (C,)
     tmp = dy2 * xhat                                     # (N, C) scratch
-    dgamma = tmp.sum(axis=0)                             # (N, C) -> (C,)
+    dgamma = ones @ tmp                                  # (N,) @ (N, C) -> (C,)
     # fwd: y = xhat * gamma  =>  dxhat = dy * gamma
     dx = dy2 * cache.gamma                               # (N, C) dxhat, turned into dx in place
     # fwd: xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+    m1 = dx @ inv_c                                      # (N, C) @ (C,) -> (N,)
     xp.multiply(dx, xhat, out=tmp)
-    m2 = tmp.mean(axis=1, keepdims=True)                 # (N, C) -> (N, 1)
-    m1 = dx.mean(axis=1, keepdims=True)                  # (N, C) -> (N, 1)
-    dx -= m1
-    xp.multiply(xhat, m2, out=tmp)
+    m2 = tmp @ inv_c                                     # (N, C) @ (C,) -> (N,)
+    dx -= m1[:, None]                                    # term 1 - term 2
+    xp.multiply(xhat, m2[:, None], out=tmp)              # term 3
     dx -= tmp
     dx *= rstd
     return dx.reshape(cache.in_shape), dgamma, dbeta     # (N, C) -> (..., C)

@@ -25,9 +25,9 @@ class LogSoftmaxCache(NamedTuple):
 
 
 def shifted_exp(x, xp):
-    """(exp(x - m), sum) along the last axis, with m = 0 on rows that are all -inf."""
+    """(exp(x - m), its sum, m) along the last axis; the sum is >= 1, or 0 on rows that are all -inf."""
     m = x.max(axis=-1, keepdims=True)                  # (..., V) -> (..., 1)
-    m[~xp.isfinite(m)] = 0                             # all -inf rows: exp(-inf - 0) = 0, no NaN
+    xp.maximum(m, xp.finfo(x.dtype).min, out=m)        # all -inf rows: exp(-inf - min) = 0, no NaN
     e = x - m                                          # (..., V), fresh: exponentiated in place
     xp.exp(e, out=e)
     s = e.sum(axis=-1, keepdims=True)                  # (..., V) -> (..., 1)
@@ -39,7 +39,7 @@ def softmax_forward(x):
     """y = softmax(x) along the last axis."""
     xp = get_array_module(x)
     y, s, _ = shifted_exp(x, xp)
-    s[s == 0] = 1                                      # all -inf rows: 0 / 1 = 0
+    xp.maximum(s, 1, out=s)                            # all -inf rows: 0 / 1 = 0 (else s >= 1 already)
     y /= s
     return y, SoftmaxCache(y)
 
@@ -60,7 +60,7 @@ def log_softmax_forward(x):
     """log softmax(x) = x - logsumexp(x) along the last axis."""
     xp = get_array_module(x)
     e, s, m = shifted_exp(x, xp)
-    s[s == 0] = 1
+    xp.maximum(s, 1, out=s)                            # all -inf rows: log-softmax -inf, not NaN
     lse = xp.log(s)                                    # (..., 1)
     lse += m                                           # logsumexp(x)
     logp = xp.subtract(x, lse, out=e)                  # reuse the exp buffer for the output
