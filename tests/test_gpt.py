@@ -98,3 +98,17 @@ def test_tied_embedding_listed_once():
     model = _model("cpu")
     names = [n for n, _ in model.named_parameters()]
     assert names.count("wte.weight") == 1 and len(names) == len(set(names))
+
+
+def test_low_rank_config_factorises_projections(device):
+    full = GPT(GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, d_model=32), seed=0)
+    low = GPT(GPTConfig(vocab_size=13, block_size=16, n_layer=2, n_head=2, d_model=32, low_rank=4), seed=0)
+    assert low.num_parameters() < full.num_parameters()
+    assert type(low.blocks[0].attn.qkv).__name__ == "LowRankLinear"
+    low.to(device)
+    x = backend.to_device(np.random.default_rng(0).integers(0, 13, (2, 16)), device)
+    _, loss = low.forward(x, x)
+    low.backward()
+    assert np.isfinite(float(loss))
+    with pytest.raises(ValueError, match="rank"):
+        GPT(GPTConfig(vocab_size=13, block_size=16, n_layer=1, n_head=2, d_model=32, low_rank=64))
