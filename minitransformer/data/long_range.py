@@ -94,8 +94,9 @@ class RetrievalClassifier(Module):
 def train_retrieval(task: RetrievalTask, attention: str, attention_options: dict | None = None, *,
                     steps: int = 300, batch_size: int = 32, lr: float = 3e-3, d_model: int = 32,
                     n_head: int = 2, n_layer: int = 1, eval_batches: int = 4, seed: int = 0,
-                    device: str = "cpu") -> dict:
-    """Train a RetrievalClassifier with `attention` and return losses and held-out accuracy."""
+                    device: str = "cpu", split: int | None = None) -> dict:
+    """Train a RetrievalClassifier with `attention` and return losses and held-out accuracy
+    (with `split`, also the accuracy on values at distance <= split and > split from [CLS])."""
     model = RetrievalClassifier(task, d_model, n_head, n_layer, attention, attention_options, seed).to(device)
     loss_fn = CrossEntropyLoss()
     opt = AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -111,13 +112,19 @@ def train_retrieval(task: RetrievalTask, attention: str, attention_options: dict
         losses.append(float(loss))
     model.eval()
     eval_rng = np.random.default_rng(10_000 + seed)       # the same held-out batches for every kernel
-    correct = total = 0
+    hits, dists = [], []
     with model.no_grad():
         for _ in range(eval_batches):
             tokens, labels = retrieval_batch(task, 256, eval_rng)
             pred = backend.to_numpy(model(backend.to_device(tokens, device))).argmax(axis=-1)
-            correct += int((pred == labels).sum())
-            total += labels.size
+            hits.append(pred == labels)
+            dists.append(((tokens >= 1) & (tokens <= task.n_classes)).argmax(axis=1))   # value position
+    hits, dists = np.concatenate(hits), np.concatenate(dists)
     tail = losses[-max(1, steps // 10):]
-    return {"attention": attention, "options": dict(attention_options or {}), "steps": steps,
-            "final_loss": float(np.mean(tail)), "accuracy": correct / total, "chance": 1 / task.n_classes}
+    result = {"attention": attention, "options": dict(attention_options or {}), "steps": steps,
+              "final_loss": float(np.mean(tail)), "accuracy": float(hits.mean()), "chance": 1 / task.n_classes}
+    if split is not None:
+        near, far = hits[dists <= split], hits[dists > split]
+        result["accuracy_near"] = float(near.mean()) if near.size else None
+        result["accuracy_far"] = float(far.mean()) if far.size else None
+    return result
