@@ -147,10 +147,7 @@ def _run_bench(args):
 
 
 def _add_compress(sub):
-    try:
-        from .compress.cli import add_parser
-    except ImportError:
-        return
+    from .compress.cli import add_parser
     add_parser(sub)
 
 
