@@ -75,7 +75,10 @@ class StridedSparseAttention(_SparseTransformerKernel):
 
 @register_kernel("sparse_fixed")
 class FixedSparseAttention(_SparseTransformerKernel):
-    """Options `stride` l (default round(sqrt(S))) and `summary` c (default max(1, l // 8))."""
+    """Options `stride` l (default round(sqrt(S))) and `summary` c (default 4, at most l).
+
+    c stays fixed as N grows: the summary columns number c * S / l ~ c sqrt(S), so the cost stays
+    O(S sqrt(S)); a c proportional to l would make them S * c / l, quadratic again."""
 
     def __init__(self, n_head, head_dim, max_len=None, rng=None, stride: int | None = None,
                  summary: int | None = None):
@@ -86,7 +89,7 @@ class FixedSparseAttention(_SparseTransformerKernel):
 
     def pattern(self, T, S, causal, xp):
         stride = self.stride_for(S)
-        return fixed_pattern(stride, min(stride, self.summary or max(1, stride // 8)), T, S, xp)
+        return fixed_pattern(stride, min(stride, self.summary or 4), T, S, xp)
 
 
 @register("attention.sparse_strided")
