@@ -78,3 +78,22 @@ def test_text_too_short():
 def test_unknown_train_option():
     with pytest.raises(ValueError, match="unknown"):
         TrainConfig(optimizer="lion")
+
+
+def test_gradient_accumulation_equals_one_big_batch(device):
+    """Two micro-batches of 4 with dloss = 1/2 give the gradient of one batch of 8."""
+    from minitransformer import backend
+    from minitransformer.models.gpt import GPT
+    cfg = GPTConfig(vocab_size=9, block_size=8, n_layer=1, n_head=2, d_model=8)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 9, (8, 8)), rng.integers(0, 9, (8, 8))
+    big = GPT(cfg).to(device, "float64")
+    big.forward(backend.to_device(x, device), backend.to_device(y, device))
+    big.backward()
+    acc = GPT(cfg).to(device, "float64")
+    for half in (slice(0, 4), slice(4, 8)):
+        acc.forward(backend.to_device(x[half], device), backend.to_device(y[half], device))
+        acc.backward(dloss=0.5)
+    for (name, p), (_, q) in zip(big.named_parameters(), acc.named_parameters()):
+        np.testing.assert_allclose(backend.to_numpy(q.grad), backend.to_numpy(p.grad), rtol=1e-10,
+                                   atol=1e-14, err_msg=name)
