@@ -213,3 +213,20 @@ def _gradcheck_lora_module(device: str):
     layer.lora_b.data = backend.to_device(np.random.default_rng(8).standard_normal((2, 4)), device)
     (x,) = float64_inputs(device, 9, (2, 1, 5))
     return check_module("compress.LoRALinear", layer, [x])     # weight and bias are frozen: skipped
+
+
+@register("compress.GPT(LoRA)")
+def _gradcheck_gpt_lora(device: str):
+    """A GPT with LoRA adapters on every Linear: only the adapters are checked (the rest is frozen)."""
+    from ..models.gpt import GPT, GPTConfig
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8)
+    model = GPT(cfg, seed=7).to(device, "float64")
+    apply_lora(model, DEFAULT_TARGETS, rank=2, alpha=4.0, seed=8)
+    rng = np.random.default_rng(9)
+    for layer in lora_layers(model):
+        layer.lora_b.data = backend.to_device(rng.standard_normal(layer.lora_b.shape) * 0.3, device)
+    idx = backend.to_device(rng.integers(0, 11, (2, 4)), device)
+    targets = backend.to_device(rng.integers(0, 11, (2, 4)), device)
+    return check_module("compress.GPT(LoRA r=2)", model, [idx, targets],
+                        run=lambda m, i, t: m.forward(i, t)[1],
+                        backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)

@@ -60,6 +60,22 @@ def lowrank_linear_backward(dy, cache: LowRankCache):
 # --8<-- [end:lowrank]
 
 
+class WeightView:
+    """Read-only stand-in for a Linear's `weight` Parameter on layers that store their weight in
+    another form (factors, int8): code that asks a layer for `.weight.dtype`, `.device` or `.shape`
+    (e.g. MultiHeadAttention's input checks) keeps working; `.data` builds the dense matrix."""
+
+    def __init__(self, build, dtype, device: str, shape: tuple):
+        self._build, self.dtype, self.device, self.shape = build, dtype, device, shape
+
+    @property
+    def data(self):
+        return self._build()
+
+    def __repr__(self) -> str:
+        return f"WeightView(shape={self.shape}, dtype={self.dtype}, device={self.device})"
+
+
 class LowRankLinear(Module):
     """y = (x @ A) @ B + b, a drop-in for Linear with rank K.
 
@@ -118,6 +134,11 @@ class LowRankLinear(Module):
     def dense_weight(self):
         """The (C_in, C_out) matrix A @ B this layer applies."""
         return self.a.data @ self.b.data              # (C_in, K) @ (K, C_out) -> (C_in, C_out)
+
+    @property
+    def weight(self) -> WeightView:
+        """dtype/device/shape like a Linear's weight; .data is A @ B (computed on access)."""
+        return WeightView(self.dense_weight, self.a.dtype, self.a.device, (self.in_features, self.out_features))
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, rank={self.rank}, bias={self.bias is not None}"
@@ -228,3 +249,17 @@ def _gradcheck_lowrank_module(device: str):
     layer.bias.data += backend.to_device(np.arange(4) * 0.1, device)
     (x,) = float64_inputs(device, 4, (3, 1, 5))       # T = 1
     return check_module("compress.LowRankLinear", layer, [x])
+
+
+@register("compress.GPT(low_rank)")
+def _gradcheck_gpt_lowrank(device: str):
+    """A whole GPT built with GPTConfig.low_rank: every factor gets the right gradient in context."""
+    from ..models.gpt import GPT, GPTConfig
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8, low_rank=3)
+    model = GPT(cfg, seed=5).to(device, "float64")
+    rng = backend.host_rng(6)
+    idx = backend.to_device(rng.integers(0, 11, (2, 4)), device)
+    targets = backend.to_device(rng.integers(0, 11, (2, 4)), device)
+    return check_module("compress.GPT(low_rank=3)", model, [idx, targets],
+                        run=lambda m, i, t: m.forward(i, t)[1],
+                        backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)

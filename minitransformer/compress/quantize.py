@@ -23,7 +23,7 @@ from .. import backend
 from ..nn.checks import check_array
 from ..nn.linear import Linear
 from ..nn.module import Module
-from .lowrank import DEFAULT_TARGETS, replace_linears
+from .lowrank import DEFAULT_TARGETS, WeightView, replace_linears
 
 SCALE_MIN = 1e-12     # the clamp: a column of zeros gets this scale instead of 0
 MODES = ("int8", "int8-dynamic", "fp16")
@@ -104,11 +104,17 @@ class QuantizedLinear(Module):
             self.qweight, self.scale = quantize_weight(w, bits)
         self.bias = None if linear.bias is None else linear.bias.data.copy()
 
-    def weight(self):
+    def dense_weight(self):
         """The float weight this layer applies (dequantised)."""
         if self.mode == "fp16":
             return self.qweight.astype(self.out_dtype)
         return dequantize(self.qweight, self.scale, self.out_dtype)
+
+    @property
+    def weight(self) -> WeightView:
+        """dtype/device/shape like a Linear's weight; .data dequantises on access."""
+        return WeightView(self.dense_weight, self.out_dtype, backend.device_of(self.qweight),
+                          (self.in_features, self.out_features))
 
     def forward(self, x):
         check_array(x, "QuantizedLinear input", last_dim=self.in_features,
@@ -117,7 +123,7 @@ class QuantizedLinear(Module):
         if self.mode == "int8-dynamic":
             y = int8_matmul(x2, self.qweight, self.scale, self.bits)  # (N, C_in) -> (N, C_out)
         else:
-            y = x2 @ self.weight().astype(x.dtype)                    # (N, C_in) @ (C_in, C_out) -> (N, C_out)
+            y = x2 @ self.dense_weight().astype(x.dtype)                    # (N, C_in) @ (C_in, C_out) -> (N, C_out)
         if self.bias is not None:
             y += self.bias.astype(x.dtype)
         return y.reshape(*x.shape[:-1], self.out_features)          # (N, C_out) -> (..., C_out)
