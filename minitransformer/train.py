@@ -41,6 +41,7 @@ class TrainConfig:
     val_fraction: float = 0.1       # the last fraction of the text is the validation split
     seed: int = 1337                # weights, batches and dropout
     dtype: str = "float32"          # float32 or float64
+    workers: int = 1                # data-parallel worker processes (CPU); the batch is split among them
     sample_tokens: int = 300        # characters generated per sample at the end
     num_samples: int = 2            # samples printed at the end
     temperature: float = 0.8        # sampling temperature for the samples
@@ -53,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.optimizer: unknown {self.optimizer!r}; known: {sorted(OPTIMIZERS)}")
         if self.schedule not in ("cosine", "noam", "constant"):
             raise ValueError(f"TrainConfig.schedule must be cosine, noam or constant, got {self.schedule!r}")
+        if self.workers < 1 or self.batch_size % self.workers:
+            raise ValueError(f"TrainConfig: workers={self.workers} must be >= 1 and divide batch_size={self.batch_size}")
         if self.eval_interval < 1 or self.eval_iters < 1:
             raise ValueError("TrainConfig: eval_interval and eval_iters must be >= 1")
 
@@ -113,6 +116,11 @@ def build_model(model_cfg, train_cfg: TrainConfig, device: str):
     return GPT(model_cfg, seed=train_cfg.seed).to(device, train_cfg.dtype)
 
 
+def _replica(model_cfg, train_cfg: TrainConfig):
+    """A CPU copy of the model for a data-parallel worker (its weights are replaced every step)."""
+    return build_model(model_cfg, train_cfg, "cpu")
+
+
 # --8<-- [start:train]
 def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: str = "cpu",
           resume: bool = False, progress: bool = True, log=print, stop_after: int | None = None) -> dict:
@@ -159,53 +167,69 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     metrics = (out_dir / "metrics.jsonl").open("a") if out_dir else None
+    parallel = None
+    if train_cfg.workers > 1:
+        from functools import partial
+
+        from .parallel import DataParallel
+        if device != "cpu":
+            raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
+        parallel = DataParallel(model, partial(_replica, model_cfg, train_cfg), train_cfg.workers)
     history = []
     tokens_per_step = train_cfg.batch_size * train_cfg.grad_accum * model_cfg.block_size
     bar = tqdm(range(start_step, train_cfg.steps), initial=start_step, total=train_cfg.steps,
                disable=not progress, desc="train", dynamic_ncols=True)
     t_last, step_loss = time.perf_counter(), float("nan")
-    for step in bar:
-        optimizer.lr = learning_rate(step, train_cfg, model_cfg.d_model)
-        step_loss = 0.0
-        for _ in range(train_cfg.grad_accum):
-            x, y = get_batch(train_ids, train_cfg.batch_size, model_cfg.block_size, rng)
-            _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
-            loss = float(loss)
-            _check_finite(loss, "the training loss", step, out_dir)
-            model.backward(dloss=1.0 / train_cfg.grad_accum)
-            step_loss += loss / train_cfg.grad_accum
-        grad_norm = clip_grad_norm(model.parameters(), train_cfg.grad_clip)
-        _check_finite(grad_norm, "the gradient norm", step, out_dir)
-        optimizer.step()
-        optimizer.zero_grad()
-        now = time.perf_counter()
-        tok_s = tokens_per_step / max(now - t_last, 1e-9)
-        t_last = now
-        bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+    try:
+        for step in bar:
+            optimizer.lr = learning_rate(step, train_cfg, model_cfg.d_model)
+            step_loss = 0.0
+            for _ in range(train_cfg.grad_accum):
+                x, y = get_batch(train_ids, train_cfg.batch_size, model_cfg.block_size, rng)
+                if parallel is not None:
+                    loss = parallel.forward_backward(x, y, dloss=1.0 / train_cfg.grad_accum)
+                    _check_finite(loss, "the training loss", step, out_dir)
+                else:
+                    _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
+                    loss = float(loss)
+                    _check_finite(loss, "the training loss", step, out_dir)
+                    model.backward(dloss=1.0 / train_cfg.grad_accum)
+                step_loss += loss / train_cfg.grad_accum
+            grad_norm = clip_grad_norm(model.parameters(), train_cfg.grad_clip)
+            _check_finite(grad_norm, "the gradient norm", step, out_dir)
+            optimizer.step()
+            optimizer.zero_grad()
+            now = time.perf_counter()
+            tok_s = tokens_per_step / max(now - t_last, 1e-9)
+            t_last = now
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}")
 
-        last = step + 1 == train_cfg.steps
-        if (step + 1) % train_cfg.eval_interval == 0 or last:
-            val = estimate_loss(model, val_ids, train_cfg, seed=step, device=device)
-            trn = estimate_loss(model, train_ids, train_cfg, seed=step + 1, device=device)
-            _check_finite(val, "the validation loss", step, out_dir)
-            row = {"step": step + 1, "train_loss": trn, "val_loss": val, "batch_loss": step_loss,
-                   "lr": optimizer.lr, "grad_norm": grad_norm, "tokens_per_s": tok_s}
-            history.append(row)
-            bar.write(f"step {step + 1:5d} | train {trn:.4f} | val {val:.4f} | lr {optimizer.lr:.2e}")
-            if metrics:
-                metrics.write(json.dumps(row) + "\n")
-                metrics.flush()
-            if out_dir:
-                meta = {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg),
-                        "tokenizer": tokenizer.to_dict(), "step": step + 1,
-                        "rng": rng.bit_generator.state, "val_loss": val}
-                save_checkpoint(out_dir, model.state_dict(), meta, optimizer.state_arrays())
-        t_last = time.perf_counter()   # do not charge validation to the next step's throughput
-        if stop_after is not None and step + 1 >= stop_after:
-            break
-    bar.close()
-    if metrics:
-        metrics.close()
+            last = step + 1 == train_cfg.steps
+            if (step + 1) % train_cfg.eval_interval == 0 or last:
+                val = estimate_loss(model, val_ids, train_cfg, seed=step, device=device)
+                trn = estimate_loss(model, train_ids, train_cfg, seed=step + 1, device=device)
+                _check_finite(val, "the validation loss", step, out_dir)
+                row = {"step": step + 1, "train_loss": trn, "val_loss": val, "batch_loss": step_loss,
+                       "lr": optimizer.lr, "grad_norm": grad_norm, "tokens_per_s": tok_s}
+                history.append(row)
+                bar.write(f"step {step + 1:5d} | train {trn:.4f} | val {val:.4f} | lr {optimizer.lr:.2e}")
+                if metrics:
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                if out_dir:
+                    meta = {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg),
+                            "tokenizer": tokenizer.to_dict(), "step": step + 1,
+                            "rng": rng.bit_generator.state, "val_loss": val}
+                    save_checkpoint(out_dir, model.state_dict(), meta, optimizer.state_arrays())
+            t_last = time.perf_counter()   # do not charge validation to the next step's throughput
+            if stop_after is not None and step + 1 >= stop_after:
+                break
+    finally:
+        bar.close()
+        if metrics:
+            metrics.close()
+        if parallel is not None:
+            parallel.close()
 
     samples = []
     if train_cfg.num_samples and train_cfg.sample_tokens:
