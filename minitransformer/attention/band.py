@@ -196,14 +196,15 @@ def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_padding_ma
         valids.append(ok if band.valid is None else ok & band.valid)
     if pattern.columns is not None:
         cols = pattern.columns.cols
-        kc, vc = k[:, :, cols], v[:, :, cols]                                 # (B,H,G,D)
+        cols_x = xp.asarray(cols)                                             # device copy for indexing
+        kc, vc = k[:, :, cols_x], v[:, :, cols_x]                             # (B,H,G,D)
         scores.append(q @ kc.swapaxes(-1, -2) * scale)                        # (B,H,T,G)
         values.append(vc)
         ok = xp.asarray(cols[None, :] <= np.arange(T)[:, None] + (S - T)) if causal else \
             xp.ones((T, len(cols)), bool)
         ok = ok & not_global                                                  # (T,G)
         if key_padding_mask is not None:
-            ok = ok & key_padding_mask[:, None, None, cols]                   # (B,1,T,G)
+            ok = ok & key_padding_mask[:, None, None, cols_x]                 # (B,1,T,G)
         valids.append(ok if pattern.columns.valid is None else ok & pattern.columns.valid)
     sizes = np.cumsum([s.shape[-1] for s in scores])[:-1]
     valid = xp.concatenate([xp.broadcast_to(ok, s.shape) for ok, s in zip(valids, scores)], axis=-1)
@@ -214,9 +215,9 @@ def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_padding_ma
         out += (p[..., None, :] @ val)[..., 0, :] if val.ndim == 5 else p @ val  # (B,H,T,D)
     rows_p = None
     if pattern.rows is not None and len(pattern.rows):
-        rows = pattern.rows
+        rows = xp.asarray(pattern.rows)
         s_r = q[:, :, rows] @ k.swapaxes(-1, -2) * scale                      # (B,H,G',S)
-        rows_p = masked_softmax(s_r, _dense_rows_valid(rows, S, T, causal, key_padding_mask, xp))
+        rows_p = masked_softmax(s_r, _dense_rows_valid(pattern.rows, S, T, causal, key_padding_mask, xp))
         out[:, :, rows] = rows_p @ v                                          # (B,H,G',S)@(B,H,S,D)
     return out, SparseCache(q, k, v, pattern, probs, rows_p, scale)
 # --8<-- [end:sparse_forward]
@@ -235,7 +236,7 @@ def sparse_backward(dout, cache: SparseCache):
         vb = band_rows(v, band.offsets, T, S - T)                             # (B,H,T,K,D)
         dps.append((dout[..., None, :] @ vb.swapaxes(-1, -2))[..., 0, :])    # (B,H,T,K)
     if pattern.columns is not None:
-        dps.append(dout @ v[:, :, pattern.columns.cols].swapaxes(-1, -2))     # (B,H,T,G)
+        dps.append(dout @ v[:, :, xp.asarray(pattern.columns.cols)].swapaxes(-1, -2))  # (B,H,T,G)
     # fwd: P = softmax(S) jointly over all parts  =>  dS = P * (dP - sum_j P dP)
     row_dot = sum((p * dp).sum(-1, keepdims=True) for p, dp in zip(probs, dps))  # (B,H,T,1)
     dss = [p * (dp - row_dot) for p, dp in zip(probs, dps)]
@@ -248,13 +249,13 @@ def sparse_backward(dout, cache: SparseCache):
         # fwd: o_i = sum_c P_ic v_{p_i+o_c}  =>  dv_j = sum over the transposed band of P do
         dv += band_transpose(p, dout, band.offsets, T, S)
     if pattern.columns is not None:
-        cols = pattern.columns.cols
+        cols = xp.asarray(pattern.columns.cols)
         p, ds = probs[-1], dss[-1]
         dq += ds @ k[:, :, cols] * scale                                      # (B,H,T,G)@(B,H,G,D)
         dk[:, :, cols] += ds.swapaxes(-1, -2) @ q * scale                     # (B,H,G,T)@(B,H,T,D); cols unique
         dv[:, :, cols] += p.swapaxes(-1, -2) @ dout                           # (B,H,G,D)
     if rows_p is not None:
-        rows = pattern.rows
+        rows = xp.asarray(pattern.rows)
         do_r, q_r = dout[:, :, rows], q[:, :, rows]                           # (B,H,G',D)
         dp_r = do_r @ v.swapaxes(-1, -2)                                      # (B,H,G',S)
         ds_r = rows_p * (dp_r - (rows_p * dp_r).sum(-1, keepdims=True))

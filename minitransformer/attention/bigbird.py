@@ -57,7 +57,7 @@ class BigBirdCache(NamedTuple):
     p: Any            # (B,H,nb,bs,R*bs) block-sparse probabilities
     k: Any            # (B,H,S,D) for the dense global rows
     v: Any
-    rows: Any         # host int (G',) global query positions
+    rows: Any         # int (G',) global query positions (device array)
     rows_p: Any       # (B,H,G',S)
     table: Any        # host int (nb, R)
     T: int
@@ -74,22 +74,23 @@ def bigbird_forward(q, k, v, table, valid, block: int, key_padding_mask=None):
     pad = nb * block - T
     padw = ((0, 0), (0, 0), (0, pad), (0, 0))
     qb = xp.pad(q, padw).reshape(B, H, nb, block, D)                        # (B,H,T,D) -> (B,H,nb,bs,D)
-    kb = xp.pad(k, padw).reshape(B, H, nb, block, D)[:, :, table]           # (B,H,nb,R,bs,D)
-    vb = xp.pad(v, padw).reshape(B, H, nb, block, D)[:, :, table]
+    table_x = xp.asarray(table)                                             # device copy for indexing
+    kb = xp.pad(k, padw).reshape(B, H, nb, block, D)[:, :, table_x]         # (B,H,nb,R,bs,D)
+    vb = xp.pad(v, padw).reshape(B, H, nb, block, D)[:, :, table_x]
     kb = kb.reshape(B, H, nb, R * block, D)                                 # (B,H,nb,R*bs,D)
     vb = vb.reshape(B, H, nb, R * block, D)
     real = np.arange(nb * block) < T                                        # padded keys are invalid
     ok = np.repeat(valid, block, axis=1) & real.reshape(nb, block)[table].reshape(nb, R * block)
     ok = xp.asarray(ok)[None, None, :, None, :]                             # (1,1,nb,1,R*bs)
     if key_padding_mask is not None:
-        kp = xp.pad(key_padding_mask, ((0, 0), (0, pad))).reshape(B, nb, block)[:, table]   # (B,nb,R,bs)
+        kp = xp.pad(key_padding_mask, ((0, 0), (0, pad))).reshape(B, nb, block)[:, table_x]  # (B,nb,R,bs)
         ok = ok & kp.reshape(B, 1, nb, 1, R * block)
     s = qb @ kb.swapaxes(-1, -2) * scale                                    # (B,H,nb,bs,D)@(B,H,nb,D,R*bs)
     p = masked_softmax(s, ok)                                               # (B,H,nb,bs,R*bs)
     out = (p @ vb).reshape(B, H, nb * block, D)[:, :, :T]                   # (B,H,nb,bs,D) -> (B,H,T,D)
     # global query blocks: dense rows over every key
     rows = np.concatenate([np.arange(0, min(block, T)), np.arange((nb - 1) * block, T)])
-    rows = np.unique(rows)
+    rows = xp.asarray(np.unique(rows))
     row_ok = xp.ones((1, 1, 1, T), bool) if key_padding_mask is None else key_padding_mask[:, None, None, :]
     rows_p = masked_softmax(q[:, :, rows] @ k.swapaxes(-1, -2) * scale, row_ok)   # (B,H,G',S)
     out[:, :, rows] = rows_p @ v                                            # (B,H,G',D)
@@ -106,6 +107,7 @@ def bigbird_backward(dout, cache: BigBirdCache):
     R = table.shape[1]
     scale = D ** -0.5
     dob = xp.pad(dout, ((0, 0), (0, 0), (0, nb * block - T), (0, 0)))
+    rows = xp.asarray(rows)
     dob[:, :, rows] = 0                                                     # global rows: dense path only
     dob = dob.reshape(B, H, nb, block, D)                                   # (B,H,nb,bs,D)
     # fwd: o = P @ vb  =>  dvb = P^T do,  dP = do vb^T;  softmax  =>  dS = P * (dP - rowsum(P dP))
