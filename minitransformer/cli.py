@@ -37,6 +37,7 @@ def _add_train(sub):
 
 
 def _run_train(args):
+    from . import backend
     from .config import load_run_config
     from .data.corpus import default_corpus, load_text
     from .train import train
@@ -49,6 +50,7 @@ def _run_train(args):
         if getattr(args, key) is not None:
             overrides[section][name] = getattr(args, key)
     model_cfg, train_cfg = load_run_config(args.preset, args.config, overrides)
+    backend.check_device(args.device)                     # fail before reading any data
     text = load_text(args.data) if args.data else default_corpus()
     out = args.out or f"runs/{args.preset}"
     print(f"training on {args.data or 'the built-in corpus'} ({len(text):,} characters), "
