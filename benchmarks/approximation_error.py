@@ -190,10 +190,12 @@ def main(argv=None):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("random features M")
-        ax.set_ylabel("output MSE vs exact softmax")
+        if ax is axes[0]:
+            ax.set_ylabel("output MSE vs exact softmax")
         ax.set_title(f"Performer, N={N}, D={D}, logit std {x * x:g}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / "performer_error.png", dpi=110, bbox_inches="tight")
     print("wrote docs/benchmarks/approximation_error.{json,md} and docs/figures/performer_error.png")
