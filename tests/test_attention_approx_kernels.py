@@ -308,3 +308,13 @@ def test_door_errors_name_expected_shapes(device, name, opts, max_len):
         kern.forward(q[0], k, v)
     with pytest.raises(ValueError, match="key_padding_mask"):
         kern.forward(q, k, v, key_padding_mask=backend.to_device(np.ones((1, 5), bool), device))
+
+
+@pytest.mark.parametrize("name,opts,max_len", ALL_KERNELS)
+def test_huge_logits_stay_finite(device, name, opts, max_len):
+    """Inputs of size +-1000 (logits of order 10^6): outputs and gradients finite, causal where allowed."""
+    kern = make_kernel(name, 2, 4, max_len=max_len, **opts).to(device, "float64").eval()
+    q, k, v = _randn(device, 20, (1, 2, 6, 4), (1, 2, 6, 4), (1, 2, 6, 4), scale=1000.0)
+    out = kern.forward(q, k, v, causal=kern.supports_causal)
+    grads = kern.backward(backend.to_device(np.ones((1, 2, 6, 4)), device))
+    assert np.isfinite(_np(out)).all() and all(np.isfinite(_np(g)).all() for g in grads)
