@@ -103,7 +103,7 @@ def linear_core_forward(qf, kf, v, causal: bool = False, eps: float = 1e-6, chun
             qc, kc, vc = qf[:, :, a:b], kf[:, :, off + a:off + b], v[:, :, off + a:off + b]
             A = xp.tril(qc @ kc.swapaxes(-1, -2))          # (B,H,C,M) @ (B,H,M,C) -> (B,H,C,C), j <= i
             num[:, :, a:b] = qc @ kv + A @ vc              # past chunks through the state + this chunk
-            den[:, :, a:b] = (qc @ z[..., None])[..., 0] + A.sum(axis=-1) + eps
+            den[:, :, a:b] = (qc @ z[..., None])[..., 0] + A.sum(axis=-1) + eps   # (B,H,C)
             kv = kv + kc.swapaxes(-1, -2) @ vc             # state += sum_j kf_j v_j^T over the chunk
             z = z + kc.sum(axis=2)
     out = num / den[..., None]                             # (B,H,T,Dv)
@@ -156,10 +156,11 @@ def linear_core_backward(dout, cache: LinearCoreCache):
         A = xp.tril(qc @ kc.swapaxes(-1, -2))              # (B,H,C,C)
         dA = xp.tril(dn @ vc.swapaxes(-1, -2) + dd[..., None])
         # fwd: A_ij = qf_i.kf_j  =>  dkf_j += sum_i dA_ij qf_i ;  fwd: num += A vc  =>  dvc += A^T dn
-        dkf[:, :, off + a:off + b] = vc @ G.swapaxes(-1, -2) + g[:, :, None, :] + dA.swapaxes(-1, -2) @ qc
-        dv[:, :, off + a:off + b] = kc @ G + A.swapaxes(-1, -2) @ dn
+        dkf[:, :, off + a:off + b] = (vc @ G.swapaxes(-1, -2) + g[:, :, None, :]   # (B,H,C,Dv) @ (B,H,Dv,M)
+                                      + dA.swapaxes(-1, -2) @ qc)                 # (B,H,C,C) @ (B,H,C,M)
+        dv[:, :, off + a:off + b] = kc @ G + A.swapaxes(-1, -2) @ dn   # (B,H,C,M) @ (B,H,M,Dv) -> (B,H,C,Dv)
         G = G + qc.swapaxes(-1, -2) @ dn                   # (B,H,M,C) @ (B,H,C,Dv) -> (B,H,M,Dv)
-        g = g + (qc.swapaxes(-1, -2) @ dd[..., None])[..., 0]
+        g = g + (qc.swapaxes(-1, -2) @ dd[..., None])[..., 0]   # (B,H,M,C) @ (B,H,C,1) -> (B,H,M)
     # the first `off` keys are seen by every query: G, g now hold the sums over all queries
     dkf[:, :, :off] = v[:, :, :off] @ G.swapaxes(-1, -2) + g[:, :, None, :]
     dv[:, :, :off] = kf[:, :, :off] @ G

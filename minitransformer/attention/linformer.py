@@ -73,7 +73,7 @@ def linformer_backward(dout, cache: LinformerCache):
     dk = c.e.T @ dkp                                       # (S,K) @ (B,H,K,D) -> (B,H,S,D)
     dv = c.f.T @ dvp
     de = (dkp @ c.k.swapaxes(-1, -2)).sum(axis=(0, 1))     # (B,H,K,D) @ (B,H,D,S) -> (K,S)
-    df = (dvp @ c.v.swapaxes(-1, -2)).sum(axis=(0, 1))
+    df = (dvp @ c.v.swapaxes(-1, -2)).sum(axis=(0, 1))     # (B,H,K,D) @ (B,H,D,S) -> (K,S)
     if c.mask is not None:                                 # fwd: k = k * mask
         dk, dv = dk * c.mask, dv * c.mask
     return dq, dk, dv, de, df

@@ -80,7 +80,7 @@ def iterative_pinv_backward(dz, cache: PinvCache):
     xp = get_array_module(dz)
     a = cache.a
     da = xp.zeros_like(a)
-    for z, az, t1, t2, t3 in reversed(cache.steps):
+    for z, az, t1, t2, t3 in reversed(cache.steps):     # every matrix here is (B,H,m,m)
         # fwd: z' = z t3 / 4
         dt3 = 0.25 * z.swapaxes(-1, -2) @ dz
         dz_prev = 0.25 * dz @ t3.swapaxes(-1, -2)

@@ -136,8 +136,8 @@ def lsh_attention_forward(q, k, v, rotations, n_buckets: int, chunk: int, causal
     real[:, T] = False                                     # the sentinel is never a key
 
     qs = _gather(qe, perm_q).reshape(B, H, n_hashes, nc, C, D)            # (B,H,n,L,D) -> (B,H,n,nc,C,D)
-    kx = _with_previous_chunk(_gather(ke, perm_k).reshape(B, H, n_hashes, nc, C, D), lookback)
-    vx = _with_previous_chunk(_gather(ve, perm_k).reshape(B, H, n_hashes, nc, C, -1), lookback)
+    kx = _with_previous_chunk(_gather(ke, perm_k).reshape(B, H, n_hashes, nc, C, D), lookback)  # (B,H,n,nc,2C,D)
+    vx = _with_previous_chunk(_gather(ve, perm_k).reshape(B, H, n_hashes, nc, C, -1), lookback)  # (B,H,n,nc,2C,Dv)
     qpos = perm_q.reshape(B, H, n_hashes, nc, C)                          # positions of the queries
     kpos = _with_previous_chunk(perm_k.reshape(B, H, n_hashes, nc, C), lookback)   # (B,H,n,nc,2C)
 
@@ -189,7 +189,7 @@ def lsh_attention_backward(dout, cache: LSHCache):
     do = xp.concatenate([do, xp.zeros((B, H, n, 1, Dv), dtype=do.dtype)], axis=3)  # (B,H,n,T+1,Dv)
     dlse = xp.concatenate([dlse, xp.zeros((B, H, n, 1), dtype=dlse.dtype)], axis=3)
     do = _gather_rounds(do, c.perm_q).reshape(B, H, n, nc, C, Dv)       # (B,H,n,L,Dv) -> chunks
-    dlse = _gather_rounds(dlse, c.perm_q).reshape(B, H, n, nc, C, 1)
+    dlse = _gather_rounds(dlse, c.perm_q).reshape(B, H, n, nc, C, 1)           # (B,H,n,L) -> (B,H,n,nc,C,1)
     # fwd: o = p @ vx  =>  dvx = p^T do,  dp = do vx^T
     dvx = c.p.swapaxes(-1, -2) @ do                        # (..,2C,C) @ (..,C,D) -> (B,H,n,nc,2C,D)
     dp = do @ c.vx.swapaxes(-1, -2)                        # (..,C,D) @ (..,D,2C) -> (B,H,n,nc,C,2C)
@@ -205,8 +205,8 @@ def lsh_attention_backward(dout, cache: LSHCache):
         dvx = dvx[:, :, :, :, :C] + xp.roll(dvx[:, :, :, :, C:], -1, axis=3)
     # fwd: sorted = x[perm]  =>  dx = sum over rounds of dsorted[inv]
     dq = _gather_rounds(dqs.reshape(B, H, n, L, D), c.inv_q).sum(axis=2)         # (B,H,T,D)
-    dk = _gather_rounds(dkx.reshape(B, H, n, L, D), c.inv_k).sum(axis=2)
-    dv = _gather_rounds(dvx.reshape(B, H, n, L, -1), c.inv_k).sum(axis=2)
+    dk = _gather_rounds(dkx.reshape(B, H, n, L, D), c.inv_k).sum(axis=2)         # (B,H,T,D)
+    dv = _gather_rounds(dvx.reshape(B, H, n, L, -1), c.inv_k).sum(axis=2)        # (B,H,T,Dv)
     if c.shared_qk:
         # fwd: k = q * r, r = (|q|^2 + eps)^{-1/2}  =>  dq += r dk - r^3 (q . dk) q
         dq = dq + c.rnorm * dk - c.rnorm ** 3 * (c.q * dk).sum(axis=-1, keepdims=True) * c.q
