@@ -14,7 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np  # benchmark harness: host data and timing
+# BLAS threads must be fixed before NumPy loads. One thread by default: on a shared 2-core machine a
+# 2-thread BLAS spins against other processes and its timings scatter by 10x (we measured it).
+THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = THREADS
+
+import numpy as np  # noqa: E402  benchmark harness: host data and timing
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--tokens", type=int, default=2048, help="rows of x (B*T tokens)")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--quick", action="store_true", help="two sizes only")
+    p.add_argument("--threads", default="1", help="BLAS threads (read before NumPy loads; default 1)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
     args = p.parse_args(argv)
     backend.check_device(args.device)
@@ -83,7 +90,8 @@ def main(argv=None) -> int:
             rows.append(r)
             print(f"{m:5d}x{n:<5d} k={k:4d}  ideal {r['ideal']:6.2f}x  fwd {r['fwd_speedup']:6.2f}x  "
                   f"bwd {r['bwd_speedup']:6.2f}x  (dense {r['dense_fwd_ms']:.2f} ms, {r['dense_gflops']:.0f} GFLOP/s)")
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, NumPy {np.__version__}"
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {THREADS} BLAS "
+               f"thread(s), NumPy {np.__version__}"
                if args.device == "cpu" else "GPU (CuPy)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -32,10 +32,11 @@ def evaluate(model, ids, batch_size: int = 16, iters: int = 20, seed: int = 0) -
 # --8<-- [start:finetune]
 def finetune(model, train_ids, steps: int, *, batch_size: int = 12, lr: float = 1e-3,
              min_lr: float | None = None, warmup: int = 0, weight_decay: float = 0.0,
-             grad_clip: float = 1.0, hooks=(), seed: int = 0) -> list[float]:
+             grad_clip: float = 1.0, hooks=(), seed: int = 0, callback=None) -> list[float]:
     """Train `model` (a GPT-like model: forward(idx, targets) -> (logits, loss), backward()) for
     `steps` AdamW steps with a warm-up + cosine schedule; every hook(model) runs after each step
     (e.g. PruningMask.apply keeps pruned weights at zero). Only parameters with requires_grad train.
+    callback(step, model), if given, runs after the hooks (for periodic evaluation).
     Returns the batch losses."""
     if steps < 0:
         raise ValueError(f"finetune: steps must be >= 0, got {steps}")
@@ -58,5 +59,7 @@ def finetune(model, train_ids, steps: int, *, batch_size: int = 12, lr: float = 
         for hook in hooks:
             hook(model)
         losses.append(float(loss))
+        if callback is not None:
+            callback(step + 1, model)
     return losses
 # --8<-- [end:finetune]

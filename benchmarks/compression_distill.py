@@ -1,0 +1,131 @@
+"""Knowledge distillation: a small student GPT trained on a larger teacher's softened outputs vs the
+same student trained on the data alone.
+
+Teacher: the model trained by compression_accuracy.py (runs/compression/<corpus>/base; trained
+here if missing). Student: 1 layer, width 64. Same steps, batches, optimiser and schedule for every
+student; only the loss differs (alpha = 0 is plain cross-entropy).
+
+Writes docs/benchmarks/compression_distill.{json,md} and docs/figures/compression_distill.png.
+Usage: python benchmarks/compression_distill.py [--steps 600] [--teacher-steps 600]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = THREADS
+
+import numpy as np  # noqa: E402  host-side batches
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from compression_accuracy import BENCH, FIGS, load_corpus, model_config, train_base  # noqa: E402
+from minitransformer.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minitransformer.compress.distill import distill_train  # noqa: E402
+from minitransformer.compress.finetune import evaluate  # noqa: E402
+from minitransformer.data.batching import get_batch, train_val_split  # noqa: E402
+from minitransformer.data.tokenizer import CharTokenizer  # noqa: E402
+from minitransformer.models.gpt import GPT  # noqa: E402
+from minitransformer.optim import AdamW, warmup_cosine  # noqa: E402
+
+SETTINGS = [("cross-entropy only", 1.0, 0.0), ("distill T=2, α=0.5", 2.0, 0.5), ("distill T=4, α=0.9", 4.0, 0.9)]
+
+
+class ScheduledAdamW(AdamW):
+    """AdamW whose step() first sets the warm-up + cosine learning rate (distill_train calls step())."""
+
+    def __init__(self, params, lr, total, warmup=50):
+        super().__init__(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.1)
+        self.max_lr, self.total, self.warmup = lr, total, warmup
+
+    def step(self):
+        self.lr = warmup_cosine(self.t, self.max_lr, self.max_lr / 10, self.warmup, self.total)
+        super().step()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="shakespeare")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--teacher-steps", type=int, default=600)
+    p.add_argument("--eval-iters", type=int, default=20)
+    p.add_argument("--threads", default="1")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    corpus, text = load_corpus(args.data)
+    tok = CharTokenizer.from_text(text)
+    train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
+    tcfg = model_config(tok.vocab_size)
+    base_dir = ROOT / "runs" / "compression" / corpus / "base"
+    if (base_dir / "checkpoint.safetensors").is_file() and load_checkpoint(base_dir)[2].get("step") == args.teacher_steps \
+            and load_checkpoint(base_dir)[2].get("model_config") == tcfg.to_dict():
+        teacher = GPT(tcfg)
+        teacher.load_state_dict(load_checkpoint(base_dir)[0])
+    else:
+        teacher, _, secs = train_base(tcfg, train_ids, args.teacher_steps)
+        save_checkpoint(base_dir, teacher.state_dict(), {"model_config": tcfg.to_dict(), "tokenizer": tok.to_dict(),
+                                                         "step": args.teacher_steps, "train_seconds": secs,
+                                                         "train_config": {"dtype": "float32", "val_fraction": 0.1}})
+    teacher_val = evaluate(teacher, val_ids, 16, args.eval_iters)
+    scfg = model_config(tok.vocab_size, n_layer=1, d_model=64)
+    print(f"teacher: {teacher.num_parameters():,} parameters, val {teacher_val:.4f}")
+    rows, curves = [], {}
+    for name, T, alpha in SETTINGS:
+        student = GPT(scfg, seed=0)
+        rng = np.random.default_rng(0)                      # the same batches for every student
+
+        def batches():
+            return get_batch(train_ids, 16, scfg.block_size, rng)
+        t = time.perf_counter()
+        losses = distill_train(student, teacher, batches, ScheduledAdamW(student.parameters(), 2e-3, args.steps),
+                               args.steps, temperature=T, alpha=alpha)
+        secs = time.perf_counter() - t
+        val = evaluate(student, val_ids, 16, args.eval_iters)
+        trn = evaluate(student, train_ids, 16, args.eval_iters)
+        rows.append({"student": name, "temperature": T, "alpha": alpha, "params": student.num_parameters(),
+                     "val_loss": val, "train_loss": trn, "seconds": secs})
+        curves[name] = [float(np.mean(losses[i:i + 25])) for i in range(0, len(losses), 25)]
+        print(rows[-1])
+
+    BENCH.mkdir(parents=True, exist_ok=True)
+    info = {"corpus": corpus, "teacher_config": tcfg.to_dict(), "student_config": scfg.to_dict(),
+            "teacher_params": teacher.num_parameters(), "teacher_val": teacher_val, "steps": args.steps,
+            "seconds": time.perf_counter() - t0}
+    (BENCH / "compression_distill.json").write_text(json.dumps({"info": info, "rows": rows, "curves": curves}, indent=1) + "\n")
+    lines = [f"Teacher: {tcfg.n_layer} layers, width {tcfg.d_model}, {teacher.num_parameters():,} parameters, "
+             f"validation loss {teacher_val:.4f} on {corpus}. Students: 1 layer, width 64, "
+             f"{rows[0]['params']:,} parameters, {args.steps} steps of 16×64 tokens, same batches and schedule; "
+             "the validation loss is the plain cross-entropy on held-out text.\n",
+             "| student | T | α | validation loss | training loss | seconds |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['student']} | {r['temperature']:g} | {r['alpha']:g} | {r['val_loss']:.4f} | "
+                     f"{r['train_loss']:.4f} | {r['seconds']:.0f} |")
+    (BENCH / "compression_distill.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    names = [r["student"] for r in rows]
+    ax.bar(range(len(rows)), [r["val_loss"] for r in rows], color=["C0", "C1", "C2"][:len(rows)])
+    ax.axhline(teacher_val, color="k", ls="--", lw=1, label=f"teacher ({teacher.num_parameters():,} params)")
+    ax.set_xticks(range(len(rows)), names, fontsize=8)
+    lo = min([r["val_loss"] for r in rows] + [teacher_val])
+    ax.set_ylim(lo - 0.1, max(r["val_loss"] for r in rows) + 0.05)
+    ax.set_ylabel("validation loss (cross-entropy)")
+    ax.set_title(f"Students of {rows[0]['params']:,} parameters")
+    ax.legend(fontsize=8)
+    FIGS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGS / "compression_distill.png", bbox_inches="tight", dpi=110)
+    print("wrote docs/benchmarks/compression_distill.{json,md}, docs/figures/compression_distill.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""LoRA: adapt a GPT pretrained on one corpus to another, training only low-rank adapters.
+
+Pretrains the benchmark GPT on the built-in corpus (Python standard-library docstrings; cached in
+runs/compression/default/base), then fine-tunes it on tiny Shakespeare (read from ../shared/data;
+its characters are all in the pretrained vocabulary) with
+* LoRA adapters of rank r on every block Linear (only the adapters train; alpha = 2r),
+* full fine-tuning of every parameter (the baseline),
+for the same number of steps, and reports trainable parameters, Shakespeare validation loss, the
+loss on the original corpus afterwards (forgetting), seconds per step, and checks that merging the
+adapters gives the same loss.
+
+Writes docs/benchmarks/compression_lora.{json,md} and docs/figures/compression_lora.png.
+Usage: python benchmarks/compression_lora.py [--pretrain-steps 600] [--steps 300] [--ranks 1,4,16]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = THREADS
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from compression_accuracy import BENCH, FIGS, load_corpus, model_config, train_base  # noqa: E402
+from minitransformer.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minitransformer.compress.finetune import evaluate, finetune  # noqa: E402
+from minitransformer.compress.lora import apply_lora, merge_lora, parameter_counts  # noqa: E402
+from minitransformer.data.batching import train_val_split  # noqa: E402
+from minitransformer.data.tokenizer import CharTokenizer  # noqa: E402
+from minitransformer.models.gpt import GPT  # noqa: E402
+
+TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrain-steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--ranks", default="1,4,16")
+    p.add_argument("--eval-iters", type=int, default=20)
+    p.add_argument("--threads", default="1")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    _, source = load_corpus("default")
+    target_name, target = load_corpus("shakespeare")
+    tok = CharTokenizer.from_text(source + "\n")
+    missing = sorted(set(target) - set(tok.chars))
+    if missing:
+        print(f"dropping {len(missing)} characters of {target_name} unknown to the pretrained vocabulary: {missing}")
+        target = "".join(c for c in target if c in tok.stoi)
+    src_train, src_val = train_val_split(tok.encode(source), 0.1)
+    tgt_train, tgt_val = train_val_split(tok.encode(target), 0.1)
+    cfg = model_config(tok.vocab_size)
+
+    base_dir = ROOT / "runs" / "compression" / "default" / "base"
+    cached = (base_dir / "checkpoint.safetensors").is_file() and \
+        load_checkpoint(base_dir)[2].get("model_config") == cfg.to_dict() and \
+        load_checkpoint(base_dir)[2].get("step") == args.pretrain_steps
+    if cached:
+        base = GPT(cfg)
+        base.load_state_dict(load_checkpoint(base_dir)[0])
+        print(f"loaded the pretrained model from {base_dir}")
+    else:
+        base, _, secs = train_base(cfg, src_train, args.pretrain_steps)
+        save_checkpoint(base_dir, base.state_dict(), {"model_config": cfg.to_dict(), "tokenizer": tok.to_dict(),
+                                                      "step": args.pretrain_steps, "train_seconds": secs,
+                                                      "train_config": {"dtype": "float32", "val_fraction": 0.1}})
+        print(f"pretrained on the built-in corpus in {secs:.0f} s")
+
+    def losses(m):
+        return {"target_val": evaluate(m, tgt_val, 16, args.eval_iters), "source_val": evaluate(m, src_val, 16, args.eval_iters)}
+
+    rows = [{"method": "pretrained, no fine-tuning", "rank": None, **parameter_counts(base), **losses(base),
+             "s_per_step": 0.0}]
+    rows[0].update(trainable=0, frozen=rows[0]["total"], fraction_trainable=0.0)
+    print(rows[0])
+    curves = {}
+    settings = [("full fine-tuning", None)] + [(f"LoRA r={r}", int(r)) for r in args.ranks.split(",") if r]
+    for name, rank in settings:
+        m = copy.deepcopy(base)
+        lr = 1e-3
+        if rank is not None:
+            apply_lora(m, TARGETS, rank=rank, alpha=2 * rank)
+            lr = 3e-3                                  # adapters start at zero and like a larger step
+        counts = parameter_counts(m)
+        curve = []
+
+        def record(step, model):
+            if step % 50 == 0:
+                curve.append((step, evaluate(model, tgt_val, 16, 5, seed=step)))
+        t = time.perf_counter()
+        finetune(m, tgt_train, args.steps, batch_size=16, lr=lr, warmup=20, callback=record)
+        secs = (time.perf_counter() - t) / args.steps
+        row = {"method": name, "rank": rank, **counts, **losses(m), "s_per_step": secs}
+        if rank is not None:
+            before_merge = row["target_val"]
+            merge_lora(m)
+            row["target_val_merged"] = evaluate(m, tgt_val, 16, args.eval_iters)
+            row["merge_difference"] = abs(row["target_val_merged"] - before_merge)
+        rows.append(row)
+        curves[name] = curve
+        print({k: v for k, v in row.items() if k != "curve"})
+
+    BENCH.mkdir(parents=True, exist_ok=True)
+    info = {"source": "built-in corpus", "target": target_name, "config": cfg.to_dict(),
+            "pretrain_steps": args.pretrain_steps, "steps": args.steps, "seconds": time.perf_counter() - t0}
+    (BENCH / "compression_lora.json").write_text(json.dumps({"info": info, "rows": rows, "curves": curves}, indent=1) + "\n")
+    lines = [f"GPT ({cfg.n_layer} layers, width {cfg.d_model}) pretrained {args.pretrain_steps} steps on the built-in "
+             f"corpus, then fine-tuned {args.steps} steps (batch 16×64) on {target_name}. *Target* = {target_name} "
+             "validation loss, *source* = built-in corpus validation loss after fine-tuning (forgetting). "
+             "LoRA on qkv, proj, fc1, fc2 with alpha = 2r; *merged* = the same model after W += (alpha/r)·AB.\n",
+             "| method | trainable parameters | % of model | target val loss | merged | source val loss | s/step |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        merged = f"{r['target_val_merged']:.4f}" if "target_val_merged" in r else "–"
+        lines.append(f"| {r['method']} | {r['trainable']:,} | {100 * r['trainable'] / r['total']:.2f} | "
+                     f"{r['target_val']:.4f} | {merged} | {r['source_val']:.4f} | {r['s_per_step']:.3f} |")
+    (BENCH / "compression_lora.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, curve in curves.items():
+        ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", ms=3, label=name)
+    ax.axhline(rows[0]["target_val"], color="k", ls="--", lw=1, label="pretrained, zero-shot")
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel(f"{target_name} validation loss")
+    ax.set_title("LoRA vs full fine-tuning")
+    ax.legend(fontsize=8)
+    FIGS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGS / "compression_lora.png", bbox_inches="tight", dpi=110)
+    print("wrote docs/benchmarks/compression_lora.{json,md}, docs/figures/compression_lora.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
