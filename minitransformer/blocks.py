@@ -274,6 +274,7 @@ class Decoder(Module):
                                     attention_options, max_len, rng, out_std, bias) for _ in range(n_layer)]
         self.ln_f = LayerNorm(d_model) if norm == "pre" else None
 
+    # --8<-- [start:decoder_stack]
     def forward(self, x, memory, causal: bool = True, key_padding_mask=None, memory_padding_mask=None,
                 kv_caches=None, cross_kv_caches=None):
         """x (B,T,C), memory (B,S,C) -> (B,T,C)."""
@@ -296,6 +297,7 @@ class Decoder(Module):
             # fwd: every block reads the same memory  =>  its gradients add up
             dmemory = dm if dmemory is None else dmemory + dm
         return dy, dmemory
+    # --8<-- [end:decoder_stack]
 
 
 def _check_caches(caches, n_layer: int) -> None:
