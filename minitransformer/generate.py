@@ -28,8 +28,8 @@ def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, to
         probs /= probs.sum(-1, keepdims=True)
         cum = xp.cumsum(probs, axis=-1)
         drop_sorted = (cum - probs) >= top_p                             # mass before this token already >= p
-        drop = xp.zeros_like(drop_sorted)
-        xp.put_along_axis(drop, order, drop_sorted, axis=-1)
+        inverse = xp.argsort(order, axis=-1)                             # undo the sort
+        drop = xp.take_along_axis(drop_sorted, inverse, axis=-1)         # (B, V) in vocabulary order
         logits = xp.where(drop, -xp.inf, logits)
     return logits
 
