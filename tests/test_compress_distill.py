@@ -57,3 +57,12 @@ def test_stress_logits_stay_finite(device):
 def test_bad_arguments(T, alpha):
     with pytest.raises(ValueError):
         check_distill_args(T, alpha)
+
+
+def test_shape_mismatch_is_clear(device):
+    zs, zt = _logits(device, 7, (2, 3, 5)), _logits(device, 8, (2, 3, 6))
+    y = backend.to_device(np.zeros((2, 3), dtype=np.int64), device)
+    with pytest.raises(ValueError, match="do not match"):
+        distillation_loss_forward(zs, zt, y)
+    with pytest.raises(ValueError, match="targets of shape"):
+        distillation_loss_forward(zs, zs, y[:, :2])

@@ -45,11 +45,18 @@ def distillation_loss_forward(student_logits, teacher_logits, targets, temperatu
                               alpha: float = 0.5, ignore_index: int = -1):
     """alpha T^2 KL(softmax(z_t/T) || softmax(z_s/T)) + (1 - alpha) CE(z_s, y), averaged over the
     rows whose target is not ignore_index. Logits (..., V), targets (...). Returns (loss, cache)."""
+    check_distill_args(temperature, alpha)
+    if tuple(teacher_logits.shape) != tuple(student_logits.shape):
+        raise ValueError(f"distillation: teacher logits of shape {tuple(teacher_logits.shape)} do not match "
+                         f"the student's {tuple(student_logits.shape)} (same batch, positions and vocabulary)")
+    if tuple(targets.shape) != tuple(student_logits.shape[:-1]):
+        raise ValueError(f"distillation: targets of shape {tuple(targets.shape)}, expected "
+                         f"{tuple(student_logits.shape[:-1])} (the logits' shape without the vocabulary axis)")
     xp = backend.get_array_module(student_logits)
     V = student_logits.shape[-1]
     zs = student_logits.reshape(-1, V)                 # (..., V) -> (N, V)
     zt = teacher_logits.reshape(-1, V)                 # (..., V) -> (N, V)
-    ce, ce_cache = cross_entropy_forward(zs, targets.reshape(-1), ignore_index=ignore_index)
+    ce, ce_cache = cross_entropy_forward(zs, targets.reshape(-1), ignore_index=ignore_index)  # (...) -> (N,)
     log_ps, _ = log_softmax_forward(zs / temperature)  # (N, V) log p^s_T
     log_pt, _ = log_softmax_forward(zt / temperature)  # (N, V) log p^t (finite even where p^t = 0)
     pt = xp.exp(log_pt)                                # (N, V)

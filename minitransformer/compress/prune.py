@@ -49,7 +49,7 @@ def magnitude_masks(weights: dict, sparsity: float, scope: str = "layer") -> dic
             order = xp.argsort(xp.abs(w).ravel(), kind="stable")   # (N,) smallest |w| first
             keep = xp.ones(w.size, dtype=bool)
             keep[order[:int(sparsity * w.size)]] = False
-            masks[name] = keep.reshape(w.shape)
+            masks[name] = keep.reshape(w.shape)                       # (N,) -> w's shape
         return masks
     names = list(weights)
     xp = backend.get_array_module(weights[names[0]])
@@ -60,7 +60,7 @@ def magnitude_masks(weights: dict, sparsity: float, scope: str = "layer") -> dic
     start = 0
     for n in names:
         size = weights[n].size
-        masks[n] = keep[start:start + size].reshape(weights[n].shape)
+        masks[n] = keep[start:start + size].reshape(weights[n].shape)  # (N_n,) -> w's shape
         start += size
     return masks
 # --8<-- [end:magnitude_masks]

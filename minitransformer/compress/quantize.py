@@ -83,6 +83,8 @@ class QuantizedLinear(Module):
     mode="fp16": weights stored as float16, cast up for the matmul.
     `bits` (2..8) quantizes to fewer levels while still storing int8 (for accuracy-vs-bits studies;
     the size accounting counts `bits` per weight, as a packed format would).
+    Quantize after moving the model (``model.to(device)``): a later ``.to(dtype=...)`` casts the
+    float16 weights of mode "fp16" along with every other float buffer.
     """
 
     _buffers = ("qweight", "scale", "bias")
