@@ -317,7 +317,8 @@ def plot(results, path: Path) -> None:
         if not ok:
             continue
         ns = [n for n, _ in ok]
-        style = dict(marker=markers[idx % len(markers)], ms=4, lw=1.4 if name in EXACT else 1.0,
+        style = dict(marker=markers[idx % len(markers)], ms=4, lw=2.0 if name in EXACT else 1.1,
+                     color=plt.get_cmap("tab20")(idx % 20),
                      ls="-" if name in EXACT + PATTERN_EXACT else "--")
         ts, ms = entry.get("time_slope"), entry.get("memory_slope")
         axes[0].loglog(ns, [r["time_s"] for _, r in ok], label=f"{name} ({ts:.2f})" if ts else name, **style)
