@@ -58,18 +58,17 @@ def main():
     rows = []
     for D in DIMS:
         u, s = res[D, False], res[D, True]
-        rows.append([D, f"{u['var']:.1f}", f"{s['var']:.2f}", f"{u['pmax']:.2f}", f"{s['pmax']:.2f}",
-                     f"{u['entropy']:.2f}", f"{s['entropy']:.2f}", f"{u['jac']:.2f}", f"{s['jac']:.2f}",
-                     f"{100 * u['dead']:.0f}%", f"{100 * s['dead']:.0f}%", f"{100 * u['onehot']:.0f}%",
-                     f"{100 * s['onehot']:.0f}%"])
+        pair = lambda key, fmt: f"{fmt.format(u[key])} / {fmt.format(s[key])}"   # noqa: E731
+        rows.append([D, pair("var", "{:.1f}"), pair("pmax", "{:.2f}"), pair("entropy", "{:.2f}"),
+                     pair("jac", "{:.2f}"), f"{100 * u['dead']:.0f}% / {100 * s['dead']:.0f}%",
+                     f"{100 * u['onehot']:.0f}% / {100 * s['onehot']:.0f}%"])
         print(rows[-1])
     write_table("sqrt_dk",
-                ["D", "Var(S) unscaled", "Var(S) scaled", "max p unscaled", "max p scaled",
-                 "entropy unscaled", "entropy scaled", "‖J‖ unscaled", "‖J‖ scaled", "p < 1e-6 unscaled",
-                 "p < 1e-6 scaled", "rows max p > 0.99 unscaled", "rows max p > 0.99 scaled"], rows,
-                note=f"q, k, v with N(0, 1) entries, B = {B}, H = {H}, T = {T} queries, S = {S} keys; entropy in "
-                     f"nats (uniform: ln {S} = {np.log(S):.2f}); ‖J‖ = ‖diag(p) − ppᵀ‖_F per row, averaged. "
-                     "Produced by `docs/figures/scripts/sqrt_dk.py`.")
+                ["D", "Var(scores)", "mean max p", "entropy (nats)", "‖J‖", "weights < 1e-6",
+                 "rows with max p > 0.99"], rows,
+                note=f"Each cell: **unscaled / scaled**. q, k, v with N(0, 1) entries, B = {B}, H = {H}, T = {T} "
+                     f"queries, S = {S} keys; uniform attention has max p = 1/{S} and entropy ln {S} = {np.log(S):.2f}; "
+                     "‖J‖ = ‖diag(p) − ppᵀ‖_F per row, averaged. Produced by `docs/figures/scripts/sqrt_dk.py`.")
 
 
 if __name__ == "__main__":
