@@ -65,24 +65,26 @@ CASES = [
     ("sparse_fixed", {"stride": 6, "summary": 2}),
     ("bigbird", {"block": 4, "random_blocks": 2, "seed": 3}),
 ]
-SHAPES = [(37, 37), (37, 41), (1, 6), (5, 5)]
+SHAPES = [(37, 37, 3), (37, 41, 3), (1, 6, 1), (5, 5, 1)]      # (T, S, H): odd, non-square, T = 1, H = 1
 
 
-def _allowed(name, T, S, causal):
+def _allowed(name, opts, T, S, H, causal):
     if name.startswith("sparse_") and not causal:
-        return False
+        return False                                   # Child et al.'s patterns are causal
     if name == "bigbird" and (causal or T != S):
-        return False
-    return True
+        return False                                   # bidirectional self-attention only
+    return not isinstance(opts.get("dilation"), list) or len(opts["dilation"]) == H
 
 
-@pytest.mark.parametrize("name,opts", CASES, ids=lambda x: str(x) if isinstance(x, str) else None)
-@pytest.mark.parametrize("T,S", SHAPES)
-@pytest.mark.parametrize("causal", [False, True])
-def test_equals_dense_with_explicit_mask(name, opts, T, S, causal, device):
-    if not _allowed(name, T, S, causal):
-        pytest.skip("pattern not defined for this case")
-    H, D = 3, 8
+EQUALITY_CASES = [(name, opts, T, S, H, causal) for name, opts in CASES for T, S, H in SHAPES
+                  for causal in (False, True) if _allowed(name, opts, T, S, H, causal)]
+
+
+@pytest.mark.parametrize("name,opts,T,S,H,causal", EQUALITY_CASES,
+                         ids=[f"{c[0]}-{i}-T{c[2]}-S{c[3]}-H{c[4]}-{'causal' if c[5] else 'bidir'}"
+                              for i, c in enumerate(EQUALITY_CASES)])
+def test_equals_dense_with_explicit_mask(name, opts, T, S, H, causal, device):
+    D = 8
     rng = np.random.default_rng(T * 100 + S)
     q, k, v = (rng.standard_normal((2, H, n, D)) for n in (T, S, S))
     kpm = np.arange(S)[None, :] < np.array([[S], [max(S - 4, 1)]])          # second sequence padded
@@ -102,19 +104,19 @@ def test_equals_dense_with_explicit_mask(name, opts, T, S, causal, device):
     np.testing.assert_allclose(backend.to_numpy(out), backend.to_numpy(dense), rtol=0, atol=TOL)
 
 
-@pytest.mark.parametrize("name,opts", CASES[2:], ids=lambda x: str(x) if isinstance(x, str) else None)
+@pytest.mark.parametrize("name,opts", CASES[2:], ids=[c[0] for c in CASES[2:]])
 @pytest.mark.parametrize("causal", [False, True])
 def test_pattern_mask_from_kernel_logic_matches_definition(name, opts, causal):
     T, S, H = 23, 23, 3
-    if not _allowed(name, T, S, causal):
-        pytest.skip("pattern not defined for this case")
+    if not _allowed(name, opts, T, S, H, causal):
+        pytest.skip(f"{name} is not defined with causal={causal}")
     kern = make_kernel(name, H, 8, **opts)
     got = kern.pattern_mask(T, S, causal)
     want = np.broadcast_to(definition_mask(name, opts, T, S, H, causal, kern), got.shape)
     assert np.array_equal(got, want)
 
 
-@pytest.mark.parametrize("name,opts", CASES, ids=lambda x: str(x) if isinstance(x, str) else None)
+@pytest.mark.parametrize("name,opts", CASES, ids=[c[0] for c in CASES])
 def test_stress_large_logits_and_fully_masked_rows(name, opts, device):
     """logits of +-1000 stay finite; a sequence whose keys are all padding gives zeros, no NaN."""
     T = S = 12
