@@ -30,7 +30,7 @@ def shifted_exp(x, xp):
     xp.maximum(m, xp.finfo(x.dtype).min, out=m)        # all -inf rows: exp(-inf - min) = 0, no NaN
     e = x - m                                          # (..., V), fresh: exponentiated in place
     xp.exp(e, out=e)
-    s = e.sum(axis=-1, keepdims=True)                  # (..., V) -> (..., 1)
+    s = (e @ xp.ones(e.shape[-1], dtype=e.dtype))[..., None]   # (..., V) @ (V,) -> (..., 1), a BLAS row sum
     return e, s, m
 
 
