@@ -68,21 +68,20 @@ def normal_cdf(x):
         cdf += 1.0
         cdf *= 0.5
         return cdf
-    z = xp.abs(x)
-    z *= SQRT_HALF                                   # z = |x| / sqrt(2) >= 0
-    t = z * AS_P
+    # with z = |x| / sqrt(2): t = 1 / (1 + p z),  Phi(-|x|) = 0.5 erfc(z) = 0.5 poly(t) exp(-x^2 / 2)
+    t = xp.abs(x)
+    t *= AS_P * SQRT_HALF
     t += 1.0
-    xp.reciprocal(t, out=t)                          # t = 1 / (1 + p z)
-    a1, a2, a3, a4, a5 = AS_A
+    xp.reciprocal(t, out=t)
+    a1, a2, a3, a4, a5 = (0.5 * a for a in AS_A)     # the 0.5 folded into the coefficients
     cdf = t * a5                                     # Horner: ((((a5 t + a4) t + a3) t + a2) t + a1) t
     for a in (a4, a3, a2, a1):
         cdf += a
         cdf *= t
-    xp.multiply(z, z, out=z)
-    xp.negative(z, out=z)
-    xp.exp(z, out=z)                                 # exp(-z^2)
-    cdf *= z                                         # erfc(|x| / sqrt 2) = 2 Phi(-|x|)
-    cdf *= 0.5                                       # Phi(-|x|)
+    gauss = xp.multiply(x, x, out=t)                 # (t is no longer needed: reuse its memory)
+    gauss *= -0.5
+    xp.exp(gauss, out=gauss)                         # exp(-x^2 / 2)
+    cdf *= gauss                                     # Phi(-|x|)
     xp.subtract(0.5, cdf, out=cdf)                   # 0.5 - Phi(-|x|) >= 0
     xp.copysign(cdf, x, out=cdf)                     # Phi(x) - 0.5, by the symmetry Phi(-x) = 1 - Phi(x)
     cdf += 0.5
