@@ -93,7 +93,7 @@ def heads_table():
         rows.append([H, C // H, f"{t * 1e3:.1f}", f"{tk * 1e3:.1f}"])
         print(rows[-1])
     write_table("mha_heads", ["heads H", "head size D", "fwd + bwd (ms)", "of which attention kernel (ms)"],
-                rows, note=f"B = {B}, T = {T}, C = {C}: the same FLOPs for every H. One BLAS thread.")
+                rows, note=f"B = {B}, T = {T}, C = {C}: the same FLOPs for every H. One BLAS thread, CPU time.")
 
 
 def kv_cache_table():
