@@ -76,15 +76,15 @@ def bigbird_forward(q, k, v, table, valid, block: int, key_padding_mask=None):
     qb = xp.pad(q, padw).reshape(B, H, nb, block, D)                        # (B,H,T,D) -> (B,H,nb,bs,D)
     table_x = xp.asarray(table)                                             # device copy for indexing
     kb = xp.pad(k, padw).reshape(B, H, nb, block, D)[:, :, table_x]         # (B,H,nb,R,bs,D)
-    vb = xp.pad(v, padw).reshape(B, H, nb, block, D)[:, :, table_x]
+    vb = xp.pad(v, padw).reshape(B, H, nb, block, D)[:, :, table_x]         # (B,H,nb,R,bs,D)
     kb = kb.reshape(B, H, nb, R * block, D)                                 # (B,H,nb,R*bs,D)
-    vb = vb.reshape(B, H, nb, R * block, D)
+    vb = vb.reshape(B, H, nb, R * block, D)                                 # (B,H,nb,R*bs,D)
     real = np.arange(nb * block) < T                                        # padded keys are invalid
-    ok = np.repeat(valid, block, axis=1) & real.reshape(nb, block)[table].reshape(nb, R * block)
+    ok = np.repeat(valid, block, axis=1) & real.reshape(nb, block)[table].reshape(nb, R * block)  # (nb,R*bs)
     ok = xp.asarray(ok)[None, None, :, None, :]                             # (1,1,nb,1,R*bs)
     if key_padding_mask is not None:
         kp = xp.pad(key_padding_mask, ((0, 0), (0, pad))).reshape(B, nb, block)[:, table_x]  # (B,nb,R,bs)
-        ok = ok & kp.reshape(B, 1, nb, 1, R * block)
+        ok = ok & kp.reshape(B, 1, nb, 1, R * block)                        # (B,1,nb,1,R*bs)
     s = qb @ kb.swapaxes(-1, -2) * scale                                    # (B,H,nb,bs,D)@(B,H,nb,D,R*bs)
     p = masked_softmax(s, ok)                                               # (B,H,nb,bs,R*bs)
     out = (p @ vb).reshape(B, H, nb * block, D)[:, :, :T]                   # (B,H,nb,bs,D) -> (B,H,T,D)
@@ -117,17 +117,17 @@ def bigbird_backward(dout, cache: BigBirdCache):
     # fwd: s = scale qb kb^T  =>  dq = scale dS kb,  dkb = scale dS^T qb
     dq = (ds @ kb * scale).reshape(B, H, nb * block, D)[:, :, :T]           # (B,H,T,D)
     dkb = (ds.swapaxes(-1, -2) @ qb * scale).reshape(B, H, nb * R, block, D)   # (B,H,nb*R,bs,D)
-    dvb = dvb.reshape(B, H, nb * R, block, D)
+    dvb = dvb.reshape(B, H, nb * R, block, D)                               # (B,H,nb*R,bs,D)
     # fwd: kb = k_blocks[table]  =>  dk_blocks[table] += dkb (a block may be gathered many times)
-    flat = xp.asarray(table.reshape(-1))
+    flat = xp.asarray(table.reshape(-1))                                    # (nb*R,) key-block ids
     dk = xp.zeros((B, H, nb, block, D), dtype=dkb.dtype)
     dv = xp.zeros((B, H, nb, block, D), dtype=dvb.dtype)
     xp.add.at(dk, (slice(None), slice(None), flat), dkb)
     xp.add.at(dv, (slice(None), slice(None), flat), dvb)
     dk = dk.reshape(B, H, nb * block, D)[:, :, :T]                          # (B,H,T,D)
-    dv = dv.reshape(B, H, nb * block, D)[:, :, :T]
+    dv = dv.reshape(B, H, nb * block, D)[:, :, :T]                          # (B,H,T,D)
     # the dense global rows (as in dense attention)
-    do_r, q_r = dout[:, :, rows], qb.reshape(B, H, nb * block, D)[:, :, rows]
+    do_r, q_r = dout[:, :, rows], qb.reshape(B, H, nb * block, D)[:, :, rows]  # (B,H,G',D)
     dp_r = do_r @ v.swapaxes(-1, -2)                                        # (B,H,G',S)
     ds_r = rows_p * (dp_r - (rows_p * dp_r).sum(-1, keepdims=True))
     dq[:, :, rows] += ds_r @ k * scale
