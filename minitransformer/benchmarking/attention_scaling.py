@@ -163,7 +163,7 @@ def run(args) -> dict:
                     continue
             try:
                 kern, _ = _make(name, n, args, device, dtype)
-                out, peak, first = _measure_memory(kern, q, k, v, causal, device)
+                out, peak, _ = _measure_memory(kern, q, k, v, causal, device)   # traced call: memory only
                 best, reps = _measure_time(kern, q, k, v, causal, device, args.repeat_seconds)
             except MemoryError as err:
                 entry[str(n)] = {"status": "out of memory", "error": str(err)[:200]}
