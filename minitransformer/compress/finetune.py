@@ -29,6 +29,23 @@ def evaluate(model, ids, batch_size: int = 16, iters: int = 20, seed: int = 0) -
     return float(np.mean(losses))
 
 
+def forward_speed(model, ids, batch_size: int = 16, repeats: int = 5, seed: int = 0) -> float:
+    """Inference tokens/s of one forward pass over a batch of full windows, best of `repeats` (the
+    least disturbed run: on a shared machine the median scatters with the load of other processes)."""
+    import time
+    x, _ = get_batch(ids, batch_size, model.config.block_size, np.random.default_rng(seed))
+    x = backend.to_device(x, model.device)
+    best = float("inf")
+    with model.no_grad():
+        for _ in range(repeats + 1):                   # the first run warms up
+            backend.synchronize(model.device)
+            t = time.perf_counter()
+            model.forward(x)
+            backend.synchronize(model.device)
+            best = min(best, time.perf_counter() - t)
+    return x.size / best
+
+
 # --8<-- [start:finetune]
 def finetune(model, train_ids, steps: int, *, batch_size: int = 12, lr: float = 1e-3,
              min_lr: float | None = None, warmup: int = 0, weight_decay: float = 0.0,
