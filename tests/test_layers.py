@@ -255,3 +255,52 @@ def test_softmax_stress(device):
     logp, lcache = log_softmax_forward(dev(x[:1], device))
     assert np.all(np.isfinite(host(logp)))
     assert np.all(np.isfinite(host(log_softmax_backward(dev(np.ones((1, 3), np.float32), device), lcache))))
+
+
+# -- against PyTorch (float32, forward and backward) ----------------------------------------------
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_and_layernorm_match_torch(device, approximate):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 4, 10)) * 2).astype(np.float32)
+    dy = rng.standard_normal((3, 4, 10)).astype(np.float32)
+    # GELU
+    act = GELU(approximate=approximate)
+    y = act(dev(x, device))
+    dx = act.backward(dev(dy, device))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.gelu(tx, approximate=approximate)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(host(y), ty.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(host(dx), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    # LayerNorm with a non-trivial affine part
+    ln = LayerNorm(10).to(device)
+    g, b = rng.standard_normal(10).astype(np.float32), rng.standard_normal(10).astype(np.float32)
+    ln.weight.data[...], ln.bias.data[...] = dev(g, device), dev(b, device)
+    y = ln(dev(x, device))
+    dx = ln.backward(dev(dy, device))
+    tln = torch.nn.LayerNorm(10)
+    with torch.no_grad():
+        tln.weight.copy_(torch.tensor(g))
+        tln.bias.copy_(torch.tensor(b))
+    tx = torch.tensor(x, requires_grad=True)
+    ty = tln(tx)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(host(y), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(host(dx), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(host(ln.weight.grad), tln.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(host(ln.bias.grad), tln.bias.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_grads_accumulate(device):
+    layer = LayerNorm(4).to(device)
+    x = dev(np.random.default_rng(6).standard_normal((2, 4)).astype(np.float32), device)
+    dy = dev(np.ones((2, 4), np.float32), device)
+    layer(x)
+    layer.backward(dy)
+    once = host(layer.bias.grad).copy()
+    layer(x)
+    layer.backward(dy)
+    np.testing.assert_allclose(host(layer.bias.grad), 2 * once)     # += until zero_grad()
+    layer.zero_grad()
+    np.testing.assert_array_equal(host(layer.bias.grad), 0)
