@@ -304,3 +304,12 @@ def test_parameter_grads_accumulate(device):
     np.testing.assert_allclose(host(layer.bias.grad), 2 * once)     # += until zero_grad()
     layer.zero_grad()
     np.testing.assert_array_equal(host(layer.bias.grad), 0)
+
+
+def test_dropout_backward_without_mask_raises(device):
+    layer = Dropout(0.5, seed=0)
+    x = dev(np.ones((2, 3), np.float32), device)
+    with layer.no_grad():
+        layer(x)
+    with pytest.raises(RuntimeError, match="no mask"):
+        layer.backward(x)

@@ -23,7 +23,7 @@ class Dropout(Module):
             raise ValueError(f"Dropout: expected 0 <= p < 1, got p={p}")
         self.p, self.seed = float(p), seed
         self._rng, self._rng_device = None, None
-        self.cache = None
+        self.cache, self._identity = None, False
 
     def _generator(self, device: str):
         if self._rng is None or self._rng_device != device:
@@ -41,18 +41,20 @@ class Dropout(Module):
             raise TypeError(f"Dropout input: expected a floating-point array, got "
                             f"{getattr(x, 'dtype', type(x).__name__)}")
         if not self.training or self.p == 0.0:
-            self.cache = None
+            self.cache, self._identity = None, True
             return x
         # float32 uniforms are enough to resolve p and are twice as cheap to draw as float64
         u = self._generator(backend.device_of(x)).random(x.shape, dtype=np.float32)
         mask = u >= self.p                                  # (...) boolean, kept with prob 1 - p
         y, cache = dropout_forward(x, mask, self.p)
-        self.cache = cache if self.keep_cache else None
+        self.cache, self._identity = (cache if self.keep_cache else None), False
         return y
 
     def backward(self, dy):
-        if self.cache is None:                              # identity (eval mode or p = 0)
+        if self._identity:                                  # eval mode or p = 0
             return dy
+        if self.cache is None:
+            raise RuntimeError("Dropout.backward: the forward kept no mask (it ran under no_grad())")
         dx, _, _ = dropout_backward(dy, self.cache)
         return dx
 

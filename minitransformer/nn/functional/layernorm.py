@@ -24,8 +24,8 @@ class LayerNormCache(NamedTuple):
     in_shape: tuple  # the input's original shape, to unflatten dx
 
 
-# Row reductions are written as matrix-vector products (x @ (1/C)) rather than x.mean(axis=1):
-# they give the same numbers and BLAS does them several times faster on a CPU.
+# Row sums are written as matrix-vector products (x @ ones) rather than x.mean(axis=1): the same
+# numbers, and BLAS computes them several times faster on a CPU.
 
 # --8<-- [start:layernorm_forward]
 def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
@@ -33,10 +33,12 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
     xp = get_array_module(x)
     C = x.shape[-1]
     x2 = x.reshape(-1, C)                                # (..., C) -> (N, C)
-    mean = x2 @ xp.full(C, 1.0 / C, dtype=x.dtype)       # (N, C) @ (C,) -> (N,)
+    ones = xp.ones(C, dtype=x.dtype)
+    mean = x2 @ ones                                     # (N, C) @ (C,) -> (N,)
+    mean /= C
     xhat = x2 - mean[:, None]                            # (N, C), fresh: normalised in place below
     var = xp.einsum("nc,nc->n", xhat, xhat)              # (N, C) -> (N,), C times the biased variance
-    var *= 1.0 / C
+    var /= C
     var += eps                                           # eps inside the square root
     rstd = (var ** -0.5)[:, None]                        # (N,) -> (N, 1)
     xhat *= rstd
@@ -54,7 +56,7 @@ def layernorm_backward(dy, cache: LayerNormCache):
     N, C = xhat.shape
     dy2 = dy.reshape(N, C)                               # (..., C) -> (N, C)
     ones = xp.ones(N, dtype=dy.dtype)
-    inv_c = xp.full(C, 1.0 / C, dtype=dy.dtype)
+    ones_c = xp.ones(C, dtype=dy.dtype)
     # fwd: y = xhat * gamma + beta  =>  dbeta = sum of dy,  dgamma = sum of dy * xhat (over rows)
     dbeta = ones @ dy2                                   # (N,) @ (N, C) -> (C,)
     tmp = dy2 * xhat                                     # (N, C) scratch
@@ -62,9 +64,11 @@ def layernorm_backward(dy, cache: LayerNormCache):
     # fwd: y = xhat * gamma  =>  dxhat = dy * gamma
     dx = dy2 * cache.gamma                               # (N, C) dxhat, turned into dx in place
     # fwd: xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    m1 = dx @ inv_c                                      # (N, C) @ (C,) -> (N,)
+    m1 = dx @ ones_c                                     # (N, C) @ (C,) -> (N,)
+    m1 /= C
     xp.multiply(dx, xhat, out=tmp)
-    m2 = tmp @ inv_c                                     # (N, C) @ (C,) -> (N,)
+    m2 = tmp @ ones_c                                    # (N, C) @ (C,) -> (N,)
+    m2 /= C
     dx -= m1[:, None]                                    # term 1 - term 2
     xp.multiply(xhat, m2[:, None], out=tmp)              # term 3
     dx -= tmp
