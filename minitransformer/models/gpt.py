@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from .. import backend
 from ..gradcheck import register
 from ..blocks import EncoderBlock
-from ..nn.checks import check_array, check_token_ids
+from ..nn.checks import check_array, check_targets, check_token_ids
 from ..nn.dropout import Dropout
 from ..nn.embedding import Embedding
 from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
@@ -128,9 +128,7 @@ class GPT(Module):
         logits, head_cache = linear_forward(x, self.wte.weight.data.T)   # (B,T,C) @ (C,V) -> (B,T,V)
         loss = ce_cache = None
         if targets is not None:
-            check_array(targets, "GPT targets", ndim=2)
-            if tuple(targets.shape) != tuple(idx.shape):
-                raise ValueError(f"GPT targets: expected shape {tuple(idx.shape)} (like idx), got {tuple(targets.shape)}")
+            check_targets(targets, "GPT targets", c.vocab_size, ignore_index, idx.shape)
             loss, ce_cache = cross_entropy_forward(logits, targets, ignore_index=ignore_index)
         self.cache = (head_cache, ce_cache) if self.keep_cache else None
         return logits, loss

@@ -22,7 +22,7 @@ from .. import backend
 from ..attention.kv_cache import KVCache
 from ..blocks import Decoder, Encoder
 from ..gradcheck import check_module, register
-from ..nn.checks import check_array, check_token_ids
+from ..nn.checks import check_targets, check_token_ids
 from ..nn.embedding import Embedding
 from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from ..nn.functional.linear import linear_backward, linear_forward
@@ -91,9 +91,7 @@ class Seq2SeqTransformer(Module):
         logits, head_cache = linear_forward(h, self.tgt_embed.weight.data.T)   # (B,T,C) @ (C,V) -> (B,T,V)
         loss = ce_cache = None
         if tgt_out is not None:
-            check_array(tgt_out, "Seq2Seq targets", ndim=2)
-            if tuple(tgt_out.shape) != tuple(tgt_in.shape):
-                raise ValueError(f"Seq2Seq targets: expected shape {tuple(tgt_in.shape)}, got {tuple(tgt_out.shape)}")
+            check_targets(tgt_out, "Seq2Seq targets", c.tgt_vocab_size, c.pad_id, tgt_in.shape)
             loss, ce_cache = cross_entropy_forward(logits, tgt_out, ignore_index=c.pad_id)
         self.cache = (head_cache, ce_cache) if self.keep_cache else None
         return logits, loss

@@ -36,3 +36,16 @@ def check_token_ids(idx, name: str, vocab_size: int, max_len: int | None = None)
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"{name}: token ids must lie in [0, {vocab_size}), got values in [{lo}, {hi}]")
+
+
+def check_targets(targets, name: str, n_classes: int, ignore_index: int, shape: tuple) -> None:
+    """Class-id targets: integers of the given shape, each in [0, n_classes) or equal to ignore_index."""
+    check_array(targets, name)
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"{name}: expected integer class ids, got dtype {targets.dtype}")
+    if tuple(targets.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(targets.shape)}")
+    used = targets[targets != ignore_index]
+    if used.size and (int(used.min()) < 0 or int(used.max()) >= n_classes):
+        raise ValueError(f"{name}: class ids must lie in [0, {n_classes}) or equal ignore_index={ignore_index}, "
+                         f"got values in [{int(used.min())}, {int(used.max())}]")
