@@ -79,15 +79,17 @@ def train_base(cfg, train_ids, steps, seed=0, lr=2e-3):
 class Recorder:
     """Evaluates a model and keeps one row per (method, setting)."""
 
-    def __init__(self, train_ids, val_ids, eval_iters):
+    def __init__(self, train_ids, val_ids, eval_iters, reference):
         self.train_ids, self.val_ids, self.eval_iters = train_ids, val_ids, eval_iters
+        self.reference = reference                 # the dense model: speeds are measured against it
         self.rows = []
 
     def __call__(self, method, setting, model, **extra):
         val = evaluate(model, self.val_ids, 16, self.eval_iters, seed=0)
         cost = totals(model_costs(model))
-        row = {"method": method, "setting": setting, "val_loss": val,
-               "tokens_per_s": forward_speed(model, self.val_ids, 16), **cost, **extra}
+        tok_s, rel = forward_speed(model, self.val_ids, 16, repeats=10, reference=self.reference)
+        row = {"method": method, "setting": setting, "val_loss": val, "tokens_per_s": tok_s,
+               "speed_vs_dense": rel, **cost, **extra}
         self.rows.append(row)
         print(f"{method:22s} {str(setting):>8s}  val {val:.4f}  params {cost['params']:>8,}  "
               f"nonzero {cost['nonzero']:>8,}  bytes {cost['bytes']:>9,}")
@@ -127,7 +129,7 @@ def main(argv=None) -> int:
         save_checkpoint(base_dir, base.state_dict(), {**meta, "train_seconds": train_seconds})
         print(f"trained the base model in {train_seconds:.0f} s; saved to {base_dir}")
 
-    rec = Recorder(train_ids, val_ids, args.eval_iters)
+    rec = Recorder(train_ids, val_ids, args.eval_iters, copy.deepcopy(base))
     dense = rec("dense (float32)", "-", base)
     ft = args.finetune_steps
     quick = args.quick
@@ -232,9 +234,11 @@ def write_summary(rows, dense, corpus):
              ("quantized weights", 4)]
     by = {(r["method"], r["setting"]): r for r in rows}
     lines = [f"One model ({corpus}), one chosen setting per method; full sweeps in the tables below. "
-             "Size = bytes of the block weights and everything else (embeddings, norms). tokens/s = inference "
-             "forward of one batch of 16×64 tokens, best of 5, one BLAS thread on a shared CPU.\n",
-             "| method | setting | validation loss | Δ loss | parameters | non-zero | size | size vs dense | FLOPs/token | tokens/s |",
+             "Size = bytes of the block weights and everything else (embeddings, norms). Speed = inference "
+             "forward of one batch of 16×64 tokens, best of 10, run alternately with the dense model on the "
+             "same batch (one BLAS thread, a shared 2-core CPU).\n",
+             "| method | setting | validation loss | Δ loss | parameters | non-zero | size | size vs dense | FLOPs/token "
+             "| speed vs dense |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for key in picks:
         r = by.get(key)
@@ -242,7 +246,7 @@ def write_summary(rows, dense, corpus):
             continue
         lines.append(f"| {r['method']} | {r['setting']} | {r['val_loss']:.4f} | {r['val_loss'] - dense['val_loss']:+.4f} | "
                      f"{r['params']:,} | {r['nonzero']:,} | {r['bytes'] / 1024:,.0f} KiB | {r['bytes'] / dense['bytes']:.2f}× | "
-                     f"{r['flops']:,} | {r['tokens_per_s']:,.0f} |")
+                     f"{r['flops']:,} | {r['speed_vs_dense']:.2f}× |")
     (BENCH / "compression_summary.md").write_text("\n".join(lines) + "\n")
 
 

@@ -71,10 +71,9 @@ def check_args(args) -> None:
 
 
 def measure(model, val_ids, args) -> dict:
-    """Validation loss, and forward (inference) speed in tokens/s, best of 5 passes over one batch."""
-    from .finetune import evaluate, forward_speed
-    loss = evaluate(model, val_ids, args.batch_size, args.eval_iters, seed=0)
-    return {"val_loss": loss, "tokens_per_s": forward_speed(model, val_ids, args.batch_size)}
+    """Validation loss over --eval-iters batches (the same batches for every model)."""
+    from .finetune import evaluate
+    return {"val_loss": evaluate(model, val_ids, args.batch_size, args.eval_iters, seed=0)}
 
 
 def weights_size(model, meta, method) -> int:
@@ -129,12 +128,14 @@ def compress(model, method: str, args, train_ids=None):
 
 def run(args) -> int:
     """Entry point of `minitransformer compress` (args from add_parser)."""
+    import copy
     import json
 
     from .. import backend
     from ..data.batching import train_val_split
     from ..data.corpus import default_corpus, load_text
     from .accounting import model_costs, totals
+    from .finetune import forward_speed
     from .io import load_compressed, save_compressed
 
     check_args(args)
@@ -147,14 +148,19 @@ def run(args) -> int:
     ids = tokenizer.encode(text)
     train_ids, val_ids = train_val_split(ids, meta.get("train_config", {}).get("val_fraction", 0.1))
 
-    before = {"params": totals(model_costs(model))["params"], "nonzero": totals(model_costs(model))["nonzero"],
-              "disk": weights_size(model, meta, "none"), **measure(model, val_ids, args)}
+    original = copy.deepcopy(model)
+    t = totals(model_costs(model))
+    before = {"params": t["params"], "nonzero": t["nonzero"], "disk": weights_size(model, meta, "none"),
+              **measure(model, val_ids, args)}
     details = compress(model, args.method, args, train_ids)
     t = totals(model_costs(model))
     out = Path(args.out) if args.out else Path(str(Path(args.checkpoint)).rstrip("/") + f"-{args.method}")
     path = save_compressed(out, model, meta, args.method, {"details": json.loads(json.dumps(details, default=str))})
     after = {"params": t["params"], "nonzero": t["nonzero"], "disk": path.stat().st_size,
              **measure(model, val_ids, args)}
+    # speed: both models alternately on the same batch, best of 5 each (fair on a busy machine)
+    after["tokens_per_s"], relative = forward_speed(model, val_ids, args.batch_size, reference=original)
+    before["tokens_per_s"] = after["tokens_per_s"] / relative
     print(report_table([("original", before), (args.method, after)]))
     print(f"\nwrote {path}")
     return 0

@@ -29,21 +29,27 @@ def evaluate(model, ids, batch_size: int = 16, iters: int = 20, seed: int = 0) -
     return float(np.mean(losses))
 
 
-def forward_speed(model, ids, batch_size: int = 16, repeats: int = 5, seed: int = 0) -> float:
+def forward_speed(model, ids, batch_size: int = 16, repeats: int = 5, seed: int = 0, reference=None):
     """Inference tokens/s of one forward pass over a batch of full windows, best of `repeats` (the
-    least disturbed run: on a shared machine the median scatters with the load of other processes)."""
+    least disturbed run: on a shared machine the median scatters with the load of other processes).
+    With a `reference` model, both run alternately on the same batch and the result is the pair
+    (tokens/s of model, its speed relative to the reference), so load hits both alike."""
     import time
     x, _ = get_batch(ids, batch_size, model.config.block_size, np.random.default_rng(seed))
     x = backend.to_device(x, model.device)
-    best = float("inf")
-    with model.no_grad():
-        for _ in range(repeats + 1):                   # the first run warms up
-            backend.synchronize(model.device)
-            t = time.perf_counter()
-            model.forward(x)
-            backend.synchronize(model.device)
-            best = min(best, time.perf_counter() - t)
-    return x.size / best
+    models = [model] if reference is None else [model, reference]
+    best = [float("inf")] * len(models)
+    for _ in range(repeats + 1):                       # the first round warms up
+        for i, m in enumerate(models):
+            with m.no_grad():
+                backend.synchronize(m.device)
+                t = time.perf_counter()
+                m.forward(x)
+                backend.synchronize(m.device)
+                best[i] = min(best[i], time.perf_counter() - t)
+    if reference is None:
+        return x.size / best[0]
+    return x.size / best[0], best[1] / best[0]
 
 
 # --8<-- [start:finetune]
