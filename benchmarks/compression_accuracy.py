@@ -9,7 +9,8 @@ measures validation loss against
 with parameters, bytes and FLOPs per token from `compress.accounting`. Writes
 docs/benchmarks/compression_accuracy.{json,md}, compression_summary.md (one row per method),
 compression_svd_errors.md (Eckart–Young vs measured on trained weights) and figures
-docs/figures/compression_{rank,sparsity,bits,tradeoff,spectra}.png. The trained model is saved in
+docs/figures/compression_{rank,sparsity,bits,tradeoff,spectra}.png (names get a suffix _<corpus> for
+any corpus other than tiny Shakespeare, e.g. --data default). The trained model is saved in
 runs/compression/<corpus>/base for the other compression benchmarks.
 
 Usage: python benchmarks/compression_accuracy.py [--steps 600] [--finetune-steps 100] [--quick]
@@ -108,6 +109,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
 
     corpus, text = load_corpus(args.data)
+    sfx = "" if corpus == "shakespeare" else f"_{corpus}"    # output names: one set per corpus
     tok = CharTokenizer.from_text(text)
     ids = tok.encode(text)
     train_ids, val_ids = train_val_split(ids, 0.1)
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
     info = {"corpus": corpus, "chars": len(text), "config": cfg.to_dict(), "base_steps": args.steps,
             "finetune_steps": ft, "eval_iters": args.eval_iters, "blas_threads": THREADS,
             "base_train_seconds": train_seconds, "seconds": time.perf_counter() - t_start}
-    (BENCH / "compression_accuracy.json").write_text(json.dumps({"info": info, "rows": rec.rows},
+    (BENCH / f"compression_accuracy{sfx}.json").write_text(json.dumps({"info": info, "rows": rec.rows},
                                                                 indent=1, default=str) + "\n")
     head = (f"Character-level GPT ({cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.d_model}, context "
             f"{cfg.block_size}) trained {args.steps} steps on {corpus} ({len(text):,} characters); "
@@ -215,18 +217,18 @@ def main(argv=None) -> int:
     for r in rec.rows:
         lines.append(f"| {r['method']} | {r['setting']} | {r['val_loss']:.4f} | {r['val_loss'] - dense['val_loss']:+.4f} "
                      f"| {r['params']:,} | {r['nonzero']:,} | {r['bytes']:,} | {r['flops']:,} |")
-    (BENCH / "compression_accuracy.md").write_text("\n".join(lines) + "\n")
+    (BENCH / f"compression_accuracy{sfx}.md").write_text("\n".join(lines) + "\n")
     if svd_rows:
-        (BENCH / "compression_svd_errors.md").write_text(
+        (BENCH / f"compression_svd_errors{sfx}.md").write_text(
             f"Rank-16 truncated SVD of the trained model's block matrices ({corpus}); the Eckart–Young "
             "errors come from the singular values alone, the measured ones from W − AB.\n\n" + svd_table(svd_rows) + "\n")
-    write_summary(rec.rows, dense, corpus)
-    plots(rec.rows, dense, base, corpus)
+    write_summary(rec.rows, dense, corpus, sfx)
+    plots(rec.rows, dense, base, corpus, sfx)
     print(f"done in {time.perf_counter() - t_start:.0f} s")
     return 0
 
 
-def write_summary(rows, dense, corpus):
+def write_summary(rows, dense, corpus, sfx=""):
     """The closing comparison: one chosen setting per method."""
     picks = [("dense (float32)", "-"), ("svd", 32), ("svd + fine-tune", 32), ("svd (energy)", 0.9),
              ("low-rank from scratch", 32), ("prune (global)", 0.5), ("prune (global) + fine-tune", 0.8),
@@ -247,10 +249,10 @@ def write_summary(rows, dense, corpus):
         lines.append(f"| {r['method']} | {r['setting']} | {r['val_loss']:.4f} | {r['val_loss'] - dense['val_loss']:+.4f} | "
                      f"{r['params']:,} | {r['nonzero']:,} | {r['bytes'] / 1024:,.0f} KiB | {r['bytes'] / dense['bytes']:.2f}× | "
                      f"{r['flops']:,} | {r['speed_vs_dense']:.2f}× |")
-    (BENCH / "compression_summary.md").write_text("\n".join(lines) + "\n")
+    (BENCH / f"compression_summary{sfx}.md").write_text("\n".join(lines) + "\n")
 
 
-def plots(rows, dense, base, corpus):
+def plots(rows, dense, base, corpus, sfx=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -261,9 +263,9 @@ def plots(rows, dense, base, corpus):
         return [r["setting"] for r in sel], [r["val_loss"] for r in sel], sel
 
     def save(fig, name):
-        fig.savefig(FIGS / f"{name}.png", bbox_inches="tight", dpi=110)
+        fig.savefig(FIGS / f"{name}{sfx}.png", bbox_inches="tight", dpi=110)
         plt.close(fig)
-        print(f"wrote docs/figures/{name}.png")
+        print(f"wrote docs/figures/{name}{sfx}.png")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, style in (("svd", "o-"), ("svd + fine-tune", "s-"), ("low-rank from scratch", "^-")):
