@@ -91,7 +91,9 @@ def attention_forward(q, k, v, mask=None, scale=None, *, bias=None):
     denom = p.sum(axis=0)                                               # (S,B,H,T) -> (B,H,T), >= 1 ...
     xp.maximum(denom, 1, out=denom)                                     # ... unless the row is fully masked (0)
     p /= denom
-    out = xp.matmul(p.transpose(1, 2, 3, 0), v)                         # (B,H,T,S) @ (B,H,S,Dv) -> (B,H,T,Dv)
+    # O = P V computed as (V^T P^T)^T: BLAS reads the key-major P^T row by row (faster than as P)
+    out = xp.matmul(v.swapaxes(-1, -2), p.transpose(1, 2, 0, 3))       # (B,H,Dv,S) @ (B,H,S,T) -> (B,H,Dv,T)
+    out = out.swapaxes(-1, -2)                                          # -> (B,H,T,Dv) view
     return out, AttentionCache(qs, k, v, p, out, scale)
 # --8<-- [end:attention_forward]
 
@@ -111,7 +113,8 @@ def attention_backward(dout, cache: AttentionCache):
     ds -= d
     ds *= p
     # fwd: S = (sQ) K^T  =>  dQ = s dS K,  dK = dS^T (sQ)
-    dq = xp.matmul(ds.transpose(1, 2, 3, 0), k)                         # (B,H,T,S) @ (B,H,S,D) -> (B,H,T,D)
+    dq = xp.matmul(k.swapaxes(-1, -2), ds.transpose(1, 2, 0, 3))       # (dS K)^T = K^T dS^T: (B,H,D,S) @ (B,H,S,T)
+    dq = dq.swapaxes(-1, -2)                                            # (B,H,D,T) -> (B,H,T,D) view
     dq *= scale
     dk = xp.matmul(ds.transpose(1, 2, 0, 3), qs)                        # (B,H,S,T) @ (B,H,T,D) -> (B,H,S,D)
     return dq, dk, dv
