@@ -91,6 +91,10 @@ def run(name: str) -> None:
     print(f"{name}: final val {metrics[-1]['val_loss']:.3f} in {seconds:.0f} s")
 
 
+def first_clip(records) -> float:
+    return next(iter(records.values()))["train_config"]["grad_clip"]
+
+
 def plot() -> None:
     records = {n: json.loads((DATA / f"gpt_run_{n}.json").read_text())
                for n in CORPORA if (DATA / f"gpt_run_{n}.json").is_file()}
@@ -118,6 +122,19 @@ def plot() -> None:
                      f"{last['val_loss']:.3f}", f"{last['train_loss']:.3f}",
                      f"{rec['wall_seconds'] / 60:.1f} min"])
     save(fig, "gpt_loss_curve")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    for name, rec in records.items():
+        steps = [m["step"] for m in rec["metrics"]]
+        axes[0].plot(steps, [m["lr"] for m in rec["metrics"]], label=rec["corpus"])
+        axes[1].plot(steps, [m["grad_norm"] for m in rec["metrics"]], "o-", ms=3, label=rec["corpus"])
+    axes[0].set_title("learning rate at the recorded steps", fontsize=9)
+    axes[0].set_xlabel("step")
+    axes[1].axhline(first_clip(records), color="0.5", ls=":", label="clipping threshold")
+    axes[1].set_title("global gradient norm before clipping (one batch)", fontsize=9)
+    axes[1].set_xlabel("step")
+    axes[1].legend(fontsize=8)
+    save(fig, "gpt_run_diagnostics")
 
     header = ["corpus", "characters", "V", "parameters", "unigram", "val @250", "val @500", "val @1000",
               "val @2000", "train @2000", "wall time"]
