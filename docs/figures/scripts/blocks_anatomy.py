@@ -27,6 +27,13 @@ GROUPS = OrderedDict([
 ])
 
 
+
+def _align(path, aligns: str) -> None:
+    """Rewrite the separator row of a Markdown table: 'l' left-aligns a column, 'r' right-aligns it."""
+    lines = path.read_text().split("\n")
+    lines[1] = "|" + "|".join(" :--- " if a == "l" else " ---: " for a in aligns) + "|"
+    path.write_text("\n".join(lines))
+
 def count(block) -> dict:
     totals = OrderedDict((g, 0) for g in GROUPS)
     for name, p in block.named_parameters():
@@ -43,11 +50,11 @@ def params_table() -> None:
     e, d = sum(enc.values()), sum(dec.values())
     rows.append(["**one block**", f"**{e:,}**", f"**{d:,}**"])
     total = LAYERS * e + LAYERS * d + VOCAB * C
-    write_table("blocks_params", ["sub-module", "EncoderBlock", "DecoderBlock"], rows,
+    _align(write_table("blocks_params", ["sub-module", "EncoderBlock", "DecoderBlock"], rows,
                 note=(f"*Counted from the real modules with C={C}, H={H}, F={F} (the base Transformer). "
                       f"Base model: {LAYERS} × {e:,} + {LAYERS} × {d:,} + a shared {VOCAB:,} × {C} "
                       f"embedding = {total / 1e6:.1f} M parameters (the paper reports 65 M for its base model). Written by "
-                      f"docs/figures/scripts/blocks_anatomy.py.*"))
+                      f"docs/figures/scripts/blocks_anatomy.py.*")), "lrr")
     print(f"encoder block {e:,}, decoder block {d:,}, base total {total:,}")
 
 
@@ -63,11 +70,11 @@ def gradcheck_table() -> None:
             worst = max(r.errors, key=r.errors.get)
             rows.append([f"`{r.name}`", len(r.errors), f"{r.max_error:.1e} (`{worst}`)",
                          "pass" if r.passed else "FAIL"])
-    write_table("blocks_gradcheck", ["case", "tensors checked", "max relative error", "result"], rows,
+    _align(write_table("blocks_gradcheck", ["case", "tensors checked", "max relative error", "result"], rows,
                 note=("*Central differences of sum(f(x) · dout) in float64 against the hand-written "
                       "backward, for the inputs and every parameter (a random subset of 40 entries per "
                       "tensor for the stacks, 24 for the GPT, whose check is on the loss); tolerance 1e-6. Written by "
-                      "docs/figures/scripts/blocks_anatomy.py.*"))
+                      "docs/figures/scripts/blocks_anatomy.py.*")), "lrll")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ from minitransformer.models.gpt import GPT, GPTConfig
 clock = time.process_time
 
 
+
+def _align(path, aligns: str) -> None:
+    """Rewrite the separator row of a Markdown table: 'l' left-aligns a column, 'r' right-aligns it."""
+    lines = path.read_text().split("\n")
+    lines[1] = "|" + "|".join(" :--- " if a == "l" else " ---: " for a in aligns) + "|"
+    path.write_text("\n".join(lines))
+
 def run(model, n_new: int, use_cache: bool):
     """(CPU seconds of the whole call, CPU seconds of each model.forward call, generated ids)."""
     step_times = []
@@ -69,14 +76,14 @@ def main() -> None:
         curves[block] = (steps_nc, steps_c)
         print(rows[-1])
 
-    write_table("gpt_kv_cache",
+    _align(write_table("gpt_kv_cache",
                 ["model", "context T", "new tokens", "no cache (ms/token)", "KV cache (ms/token)",
                  "speed-up", "same tokens"], rows,
                 note=f"*Greedy decoding from a one-token prompt until the context is full, batch 1, "
                      f"float32, random weights, one thread, CPU time per generated token (best of 2) on "
                      f"{platform.machine()} ({platform.python_implementation()} "
                      f"{platform.python_version()}, NumPy {np.__version__}); written by "
-                     f"docs/figures/scripts/gpt_kv_cache.py.*")
+                     f"docs/figures/scripts/gpt_kv_cache.py.*"), "lrrrrrl")
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))

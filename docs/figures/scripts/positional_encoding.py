@@ -20,6 +20,13 @@ from minitransformer.positional import (LearnedPositionalEmbedding, SinusoidalPo
                                         rope_forward, sinusoidal_encoding)
 
 
+
+def _align(path, aligns: str) -> None:
+    """Rewrite the separator row of a Markdown table: 'l' left-aligns a column, 'r' right-aligns it."""
+    lines = path.read_text().split("\n")
+    lines[1] = "|" + "|".join(" :--- " if a == "l" else " ---: " for a in aligns) + "|"
+    path.write_text("\n".join(lines))
+
 def figure() -> None:
     T, C = 128, 128
     pe = backend.to_numpy(sinusoidal_encoding(T, C, dtype=np.float64))
@@ -88,10 +95,10 @@ def permutation_table() -> None:
     diag_spread = max(float(np.ptp(np.diagonal(scores, offset=o))) for o in range(-T2 + 1, T2))
     rows.append(["RoPE: spread of q_s·k_t along each diagonal s − t = const", f"{diag_spread:.1e}",
                  "the score depends on s − t only"])
-    write_table("positional_permutation", ["what is compared", "max abs difference", "verdict"], rows,
+    _align(write_table("positional_permutation", ["what is compared", "max abs difference", "verdict"], rows,
                 note=f"*Real MultiHeadAttention (C={C}, H={H}), B={B}, T={T}, a random permutation P of "
                      "the positions, float64. Equivariant means MHA(P x) = P MHA(x). Written by "
-                     "docs/figures/scripts/positional_encoding.py.*")
+                     "docs/figures/scripts/positional_encoding.py.*"), "lrl")
 
 
 if __name__ == "__main__":
