@@ -64,7 +64,8 @@ def attention_forward(q, k, v, mask=None, scale=None, *, bias=None):
 
     mask: boolean, broadcastable to (B,H,T,S), True where a query may attend (or an additive float
     bias with 0 / -inf). bias: the same already in key-major layout (see `key_major_bias`), for callers
-    that cache it. Returns (out, AttentionCache).
+    that cache it. Returns (out, AttentionCache); out is a (B,H,T,Dv) view of a (B,H,Dv,T) array and
+    the cache holds it, so callers must not modify it in place.
     """
     _check_qkv(q, k, v)
     xp = backend.get_array_module(q, k, v)
