@@ -38,7 +38,7 @@ from minitransformer.checkpoint import load_checkpoint, save_checkpoint  # noqa:
 from minitransformer.compress.accounting import model_costs, totals  # noqa: E402
 from minitransformer.compress.finetune import evaluate, finetune, forward_speed  # noqa: E402
 from minitransformer.compress.lowrank import factorize_model  # noqa: E402
-from minitransformer.compress.prune import PruningMask, head_importance, head_mask  # noqa: E402
+from minitransformer.compress.prune import GradualPruning, PruningMask, head_importance, head_mask  # noqa: E402
 from minitransformer.compress.quantize import quantize_model  # noqa: E402
 from minitransformer.compress.svd import svd_compress, svd_table  # noqa: E402
 from minitransformer.data.batching import get_batch, train_val_split  # noqa: E402
@@ -171,6 +171,12 @@ def main(argv=None) -> int:
                 finetune(m, train_ids, ft, batch_size=16, lr=1e-3, hooks=[mask.apply], seed=1)
                 rec("prune (global) + fine-tune", s, m, sparsity=s, finetune_steps=ft)
 
+    for s in ([0.9] if quick else [0.5, 0.8, 0.9]):          # gradual: cubic schedule during fine-tuning
+        m = copy.deepcopy(base)
+        hook = GradualPruning(s, begin=0, end=int(0.7 * ft), targets=TARGETS, scope="global", every=5)
+        finetune(m, train_ids, ft, batch_size=16, lr=1e-3, hooks=[hook], seed=1)
+        rec("prune (gradual) + fine-tune", s, m, sparsity=s, finetune_steps=ft)
+
     # -- bits -----------------------------------------------------------------------------------
     for bits in ([8, 4] if quick else [8, 6, 5, 4, 3, 2]):
         m = copy.deepcopy(base)
@@ -231,7 +237,7 @@ def main(argv=None) -> int:
 def write_summary(rows, dense, corpus, sfx=""):
     """The closing comparison: one chosen setting per method."""
     picks = [("dense (float32)", "-"), ("svd", 32), ("svd + fine-tune", 32), ("svd (energy)", 0.9),
-             ("low-rank from scratch", 32), ("prune (global)", 0.5), ("prune (global) + fine-tune", 0.8),
+             ("low-rank from scratch", 32), ("prune (global)", 0.5), ("prune (global) + fine-tune", 0.8), ("prune (gradual) + fine-tune", 0.8),
              ("prune heads + fine-tune", 0.25), ("fp16", 16), ("int8 weights", 8), ("int8-dynamic", 8),
              ("quantized weights", 4)]
     by = {(r["method"], r["setting"]): r for r in rows}
@@ -283,7 +289,8 @@ def plots(rows, dense, base, corpus, sfx=""):
     save(fig, "compression_rank")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method, style in (("prune (layer)", "o-"), ("prune (global)", "s-"), ("prune (global) + fine-tune", "^-")):
+    for method, style in (("prune (layer)", "o-"), ("prune (global)", "s-"), ("prune (global) + fine-tune", "^-"),
+                          ("prune (gradual) + fine-tune", "D-")):
         x, y, _ = series(method)
         if x:
             ax.plot(x, y, style, label=method)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minitransformer import backend
-from minitransformer.compress.prune import (PruningMask, cubic_sparsity, head_importance, head_mask,
+from minitransformer.compress.prune import (GradualPruning, PruningMask, cubic_sparsity, head_importance, head_mask,
                                             magnitude_masks, prune_model)
 from minitransformer.nn import Module
 from minitransformer.nn.functional.linear import linear_forward
@@ -125,3 +125,17 @@ def test_no_attention_is_clear():
         pass
     with pytest.raises(ValueError, match="no attention block"):
         head_importance(Plain(), 2)
+
+
+def test_gradual_pruning_hook(device):
+    model = Toy().to(device)
+    hook = GradualPruning(0.8, begin=0, end=20, targets=["ffn"], every=5)
+    seen = []
+    for _ in range(25):
+        for p in model.parameters():
+            p.data += 0.01                          # a stand-in for an optimizer step
+        hook(model)
+        seen.append(hook.mask.sparsity())
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(0.8, abs=0.01)
+    w = backend.to_numpy(model.blocks[0].ffn.fc1.weight.data)
+    assert (w == 0).mean() == pytest.approx(0.8, abs=0.01)

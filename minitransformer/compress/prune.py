@@ -130,6 +130,29 @@ class PruningMask:
 # --8<-- [end:pruning_mask]
 
 
+# --8<-- [start:gradual]
+class GradualPruning:
+    """A training-loop hook for gradual magnitude pruning: call it after every optimizer step. Every
+    `every` steps it raises the sparsity along `cubic_sparsity` and recomputes the masks from the
+    current weights (pruned weights are zero, so they stay pruned); after every step it applies the
+    current mask. `mask` holds the latest PruningMask."""
+
+    def __init__(self, final: float, begin: int, end: int, targets=DEFAULT_TARGETS, scope: str = "layer",
+                 every: int = 10, initial: float = 0.0):
+        cubic_sparsity(begin, final, begin, end, initial)          # validates the arguments
+        self.final, self.begin, self.end, self.initial = final, begin, end, initial
+        self.targets, self.scope, self.every = targets, scope, max(1, every)
+        self.step, self.mask = 0, None
+
+    def __call__(self, model: Module) -> None:
+        self.step += 1
+        if self.mask is None or self.step % self.every == 0 or self.step == self.end:
+            s = cubic_sparsity(self.step, self.final, self.begin, self.end, self.initial)
+            self.mask = PruningMask.magnitude(model, s, self.targets, self.scope)
+        self.mask.apply(model)
+# --8<-- [end:gradual]
+
+
 def prune_model(model: Module, sparsity: float, targets=DEFAULT_TARGETS, scope: str = "layer") -> PruningMask:
     """One-shot magnitude pruning in place; returns the mask to re-apply during fine-tuning."""
     mask = PruningMask.magnitude(model, sparsity, targets, scope)
