@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minitransformer import backend
-from minitransformer.compress.lowrank import (LowRankLinear, factorize_model, lowrank_linear_forward,
+from minitransformer.compress.lowrank import (LowRankLinear, factorize_model, from_linear, lowrank_linear_forward,
                                               replace_linears)
 from minitransformer.nn import Linear, Module
 
@@ -46,7 +46,7 @@ def test_forward_matches_dense_product(device):
 def test_full_rank_svd_reproduces_linear(device):
     lin = Linear(6, 4, rng=backend.host_rng(1)).to(device, "float64")
     lin.bias.data += 0.5
-    low = LowRankLinear.from_linear(lin, 4)
+    low = from_linear(lin, 4)
     x = backend.to_device(np.random.default_rng(2).standard_normal((3, 1, 6)), device)   # T = 1
     np.testing.assert_allclose(backend.to_numpy(low(x)), backend.to_numpy(lin(x)), atol=1e-12)
     assert low.a.dtype == np.float64 and low.a.device == device

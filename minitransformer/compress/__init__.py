@@ -13,12 +13,12 @@ One concept per file:
 * ``finetune``    a short training loop with hooks (masks) for compressed models
 * ``io``          saving and loading compressed checkpoints
 """
-from .lowrank import LowRankLinear, factorize_model, replace_linears
+from .lowrank import LowRankLinear, factorize_model, from_linear, replace_linears
 from .lora import LoRALinear, apply_lora, merge_lora, unmerge_lora
 from .quantize import QuantizedLinear, quantize_model
 from .prune import PruningMask, cubic_sparsity, head_importance, head_mask, prune_model
 from .svd import svd_compress
 
-__all__ = ["LowRankLinear", "factorize_model", "replace_linears", "LoRALinear", "apply_lora", "merge_lora",
+__all__ = ["LowRankLinear", "factorize_model", "from_linear", "replace_linears", "LoRALinear", "apply_lora", "merge_lora",
            "unmerge_lora", "QuantizedLinear", "quantize_model", "PruningMask", "cubic_sparsity",
            "head_importance", "head_mask", "prune_model", "svd_compress"]

@@ -144,6 +144,11 @@ class LowRankLinear(Module):
         return f"{self.in_features}, {self.out_features}, rank={self.rank}, bias={self.bias is not None}"
 
 
+def from_linear(linear: Linear, rank: int) -> LowRankLinear:
+    """The rank-`rank` truncated-SVD LowRankLinear of a Linear (see LowRankLinear.from_linear)."""
+    return LowRankLinear.from_linear(linear, rank)
+
+
 def check_rank(rank, m: int, n: int, where: str) -> None:
     """A rank must be an integer with 1 <= rank <= min(m, n)."""
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
