@@ -22,7 +22,7 @@ THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv e
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = THREADS
 
-import numpy as np  # noqa: E402,F401  host-side harness
+import numpy as np  # noqa: E402  host-side harness (means over seeds)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     p.add_argument("--chars", type=int, default=20000, help="training characters (the small data)")
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--ranks", default="4,16")
+    p.add_argument("--seeds", default="0,1,2", help="weight and batch seeds; results are mean ± std over them")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-iters", type=int, default=10)
     p.add_argument("--threads", default="1")
@@ -50,23 +51,27 @@ def main(argv=None) -> int:
     full_train, val_ids = train_val_split(ids, 0.1)
     small = full_train[:args.chars]
     runs = []
+    seeds = [int(x) for x in args.seeds.split(",") if x]
     for rank in [None] + [int(r) for r in args.ranks.split(",") if r]:
-        cfg = model_config(tok.vocab_size, low_rank=rank)
-        model = GPT(cfg, seed=0)
-        curve = []
+        for seed in seeds:
+            cfg = model_config(tok.vocab_size, low_rank=rank)
+            model = GPT(cfg, seed=seed)
+            curve = []
 
-        def record(step, m):
-            if step % args.eval_every == 0 or step == args.steps:
-                tr = evaluate(m, small, 16, args.eval_iters, seed=step)
-                va = evaluate(m, val_ids, 16, args.eval_iters, seed=step)
-                curve.append({"step": step, "train": tr, "val": va})
-                print(f"rank {rank or 'full'}: step {step:4d}  train {tr:.4f}  val {va:.4f}  gap {va - tr:+.4f}")
-        t = time.perf_counter()
-        finetune(model, small, args.steps, batch_size=16, lr=2e-3, warmup=50, weight_decay=0.1,
-                 callback=record)
-        best = min(curve, key=lambda c: c["val"])
-        runs.append({"rank": rank, "params": model.num_parameters(), "curve": curve, "final": curve[-1],
-                     "best_val": best["val"], "best_step": best["step"], "seconds": time.perf_counter() - t})
+            def record(step, m):
+                if step % args.eval_every == 0 or step == args.steps:
+                    tr = evaluate(m, small, 16, args.eval_iters, seed=step)
+                    va = evaluate(m, val_ids, 16, args.eval_iters, seed=step)
+                    curve.append({"step": step, "train": tr, "val": va})
+                    print(f"rank {rank or 'full'} seed {seed}: step {step:4d}  train {tr:.4f}  val {va:.4f}  "
+                          f"gap {va - tr:+.4f}")
+            t = time.perf_counter()
+            finetune(model, small, args.steps, batch_size=16, lr=2e-3, warmup=50, weight_decay=0.1,
+                     callback=record, seed=seed)
+            best = min(curve, key=lambda c: c["val"])
+            runs.append({"rank": rank, "seed": seed, "params": model.num_parameters(), "curve": curve,
+                         "final": curve[-1], "best_val": best["val"], "best_step": best["step"],
+                         "seconds": time.perf_counter() - t})
 
     BENCH.mkdir(parents=True, exist_ok=True)
     info = {"corpus": corpus, "train_chars": len(small), "val_tokens": len(val_ids), "steps": args.steps,
@@ -75,26 +80,32 @@ def main(argv=None) -> int:
     (BENCH / "compression_regularization.json").write_text(json.dumps({"info": info, "runs": runs}, indent=1) + "\n")
     lines = [f"Trained on the first {len(small):,} characters of {corpus} ({args.steps} steps of 16×64 tokens, "
              f"≈{args.steps * 16 * 64 / len(small):.0f} passes), validated on the held-out last 10% "
-             f"({len(val_ids):,} characters). Losses over {args.eval_iters} batches of 16.\n",
-             "| model | parameters | final train | final validation | gap (val − train) | best validation (step) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in runs:
-        f = r["final"]
-        label = "dense" if r["rank"] is None else f"low-rank k={r['rank']}"
-        lines.append(f"| {label} "
-                     f"| {r['params']:,} | {f['train']:.4f} | {f['val']:.4f} | {f['val'] - f['train']:+.4f} "
-                     f"| {r['best_val']:.4f} ({r['best_step']}) |")
+             f"({len(val_ids):,} characters). Losses over {args.eval_iters} batches of 16; mean ± standard "
+             f"deviation over {len(seeds)} seed(s) ({args.seeds}) of weights and batches.\n",
+             "| model | parameters | final train | final validation | gap (val − train) | best validation | at step |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ms(values):
+        return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    for rank in dict.fromkeys(r["rank"] for r in runs):
+        sel = [r for r in runs if r["rank"] == rank]
+        label = "dense" if rank is None else f"low-rank k={rank}"
+        lines.append(f"| {label} | {sel[0]['params']:,} | {ms([r['final']['train'] for r in sel])} | "
+                     f"{ms([r['final']['val'] for r in sel])} | {ms([r['final']['val'] - r['final']['train'] for r in sel])} | "
+                     f"{ms([r['best_val'] for r in sel])} | {', '.join(str(r['best_step']) for r in sel)} |")
     (BENCH / "compression_regularization.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r, color in zip(runs, ("C0", "C1", "C2", "C3")):
-        label = "dense" if r["rank"] is None else f"low-rank k={r['rank']}"
-        steps = [c["step"] for c in r["curve"]]
-        ax.plot(steps, [c["train"] for c in r["curve"]], "--", color=color, label=f"{label} train")
-        ax.plot(steps, [c["val"] for c in r["curve"]], "-", color=color, label=f"{label} validation")
+    for rank, color in zip(dict.fromkeys(r["rank"] for r in runs), ("C0", "C1", "C2", "C3")):
+        sel = [r for r in runs if r["rank"] == rank]
+        label = "dense" if rank is None else f"low-rank k={rank}"
+        steps = [c["step"] for c in sel[0]["curve"]]
+        for key, style, what in (("train", "--", "train"), ("val", "-", "validation")):
+            mean = np.mean([[c[key] for c in r["curve"]] for r in sel], axis=0)
+            ax.plot(steps, mean, style, color=color, label=f"{label} {what}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(f"Small data ({len(small):,} characters): train vs validation")
