@@ -130,6 +130,7 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
     schedule of the full `train_cfg.steps`; a later `resume=True` call continues it.
     """
     backend.check_device(device)
+    backend.tune_host_allocator()
     out_dir = Path(out_dir) if out_dir else None
     start_step, opt_state, rng_state = 0, None, None
     if resume:

@@ -183,6 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="docs/benchmarks", help="directory for train_step.json/.md")
     args = p.parse_args(argv)
     backend.check_device(args.device)
+    backend.tune_host_allocator()          # both frameworks run in this process with the same allocator
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     peak = matmul_rate(args.device)
     print(f"float32 matmul rate (1024^3): {peak:.1f} GFLOP/s on {args.device}, {threads} threads")

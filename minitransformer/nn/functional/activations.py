@@ -38,9 +38,9 @@ class ReLUCache(NamedTuple):
 
 
 class GELUCache(NamedTuple):
-    x: Any      # the input
-    cdf: Any    # Phi(x) for the exact form, tanh(u) for the tanh form: kept, not recomputed,
-                # because it is the expensive part of the forward
+    slope: Any  # dy/dx at the input, computed in the forward from the pieces it already has
+                # (Phi(x) and exp(-x^2/2), or tanh u): the backward is one multiplication and
+                # neither x nor Phi(x) needs to be kept
 
 
 # --8<-- [start:relu]
@@ -60,14 +60,19 @@ def relu_backward(dy, cache: ReLUCache):
 
 
 # --8<-- [start:normal_cdf]
-def normal_cdf(x):
-    """Phi(x) = 0.5 * (1 + erf(x / sqrt(2))), the standard normal CDF, as a fresh array."""
+def normal_cdf_pdf(x):
+    """(Phi(x), phi(x)): the standard normal CDF 0.5 (1 + erf(x / sqrt 2)) and density
+    exp(-x^2 / 2) / sqrt(2 pi), as fresh arrays."""
     xp = get_array_module(x)
     if x.dtype.itemsize >= 8 or backend.device_of(x) != "cpu":
         cdf = backend.erf(x * SQRT_HALF)
         cdf += 1.0
         cdf *= 0.5
-        return cdf
+        pdf = x * x
+        pdf *= -0.5
+        xp.exp(pdf, out=pdf)
+        pdf *= INV_SQRT_2PI
+        return cdf, pdf
     # with z = |x| / sqrt(2): t = 1 / (1 + p z),  Phi(-|x|) = 0.5 erfc(z) = 0.5 poly(t) exp(-x^2 / 2)
     t = xp.abs(x)
     t *= AS_P * SQRT_HALF
@@ -85,31 +90,25 @@ def normal_cdf(x):
     xp.subtract(0.5, cdf, out=cdf)                   # 0.5 - Phi(-|x|) >= 0
     xp.copysign(cdf, x, out=cdf)                     # Phi(x) - 0.5, by the symmetry Phi(-x) = 1 - Phi(x)
     cdf += 0.5
-    return cdf
+    gauss *= INV_SQRT_2PI                            # phi(x), free from the exp above
+    return cdf, gauss
 # --8<-- [end:normal_cdf]
 
 
 # --8<-- [start:gelu]
 def gelu_forward(x):
     """Exact GELU, y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))."""
-    cdf = normal_cdf(x)
+    cdf, slope = normal_cdf_pdf(x)
     y = x * cdf
-    return y, GELUCache(x, cdf)
+    # fwd: y = x * Phi(x)  =>  dy/dx = Phi(x) + x * phi(x), stored for the backward
+    slope *= x
+    slope += cdf
+    return y, GELUCache(slope)
 
 
 def gelu_backward(dy, cache: GELUCache):
-    """Returns dx."""
-    xp = get_array_module(dy)
-    x, cdf = cache.x, cache.cdf
-    # fwd: y = x * Phi(x)  =>  dx = dy * (Phi(x) + x * phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-    dx = x * x
-    dx *= -0.5
-    xp.exp(dx, out=dx)
-    dx *= INV_SQRT_2PI
-    dx *= x
-    dx += cdf
-    dx *= dy
-    return dx
+    """Returns dx = dy * (Phi(x) + x * phi(x)), the slope computed in the forward."""
+    return dy * cache.slope
 # --8<-- [end:gelu]
 
 
@@ -121,29 +120,26 @@ def gelu_tanh_forward(x):
     th *= SQRT_2_OVER_PI * GELU_TANH_COEF
     th += SQRT_2_OVER_PI
     th *= x                                          # u = x (a + b x^2), a = sqrt(2/pi), b = 0.044715 a
-    xp.tanh(th, out=th)                              # tanh(u), kept for the backward
+    xp.tanh(th, out=th)                              # tanh(u)
     y = x * th
     y += x
     y *= 0.5                                         # 0.5 x (1 + tanh u)
-    return y, GELUCache(x, th)
+    # fwd: y = 0.5 x (1 + tanh u), u = x (a + b x^2)
+    #   =>  dy/dx = 0.5 ((1 + tanh u) + x (1 - tanh^2 u) (a + 3 b x^2)), stored for the backward
+    slope = x * x
+    slope *= 3.0 * SQRT_2_OVER_PI * GELU_TANH_COEF
+    slope += SQRT_2_OVER_PI
+    slope *= x                                       # x du/dx = x (a + 3 b x^2)
+    sech2 = th * th
+    xp.subtract(1.0, sech2, out=sech2)               # 1 - tanh^2 u
+    slope *= sech2
+    slope += th
+    slope += 1.0
+    slope *= 0.5
+    return y, GELUCache(slope)
 
 
 def gelu_tanh_backward(dy, cache: GELUCache):
-    """Returns dx."""
-    xp = get_array_module(dy)
-    x, th = cache.x, cache.cdf
-    # fwd: y = 0.5 x (1 + tanh u), u = x (a + b x^2)
-    #   =>  dx = dy * 0.5 * ((1 + tanh u) + x (1 - tanh^2 u) (a + 3 b x^2))
-    dx = x * x
-    dx *= 3.0 * SQRT_2_OVER_PI * GELU_TANH_COEF
-    dx += SQRT_2_OVER_PI
-    dx *= x                                          # x du/dx = x (a + 3 b x^2)
-    sech2 = th * th
-    xp.subtract(1.0, sech2, out=sech2)               # 1 - tanh^2 u
-    dx *= sech2
-    dx += th
-    dx += 1.0
-    dx *= dy
-    dx *= 0.5
-    return dx
+    """Returns dx = dy * dy/dx, the slope computed in the forward."""
+    return dy * cache.slope
 # --8<-- [end:gelu_tanh]
