@@ -179,7 +179,7 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
     history = []
     tokens_per_step = train_cfg.batch_size * train_cfg.grad_accum * model_cfg.block_size
     bar = tqdm(range(start_step, train_cfg.steps), initial=start_step, total=train_cfg.steps,
-               disable=not progress, desc="train", dynamic_ncols=True)
+               disable=not progress, desc="train", dynamic_ncols=True, mininterval=0.5)
     t_last, step_loss = time.perf_counter(), float("nan")
     try:
         for step in bar:
@@ -203,7 +203,7 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
             now = time.perf_counter()
             tok_s = tokens_per_step / max(now - t_last, 1e-9)
             t_last = now
-            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
 
             last = step + 1 == train_cfg.steps
             if (step + 1) % train_cfg.eval_interval == 0 or last:
