@@ -4,7 +4,7 @@ Attention is blind to order (it treats its keys as a set), so position enters in
 
 * **added to the input** once, before the first block: the sinusoidal encoding of Vaswani et al.,
 
-  $$PE_{t,2i} = \sin\!\big(t / 10000^{2i/C}\big),\qquad PE_{t,2i+1} = \cos\!\big(t / 10000^{2i/C}\big),$$
+  $$PE_{t,2i} = \sin\!\big(t / 10000^{2i/C}\big),\qquad PE_{t,2i+1} = \cos\!\big(t / 10000^{2i/C}\big)$$
 
   or a learned table $P \in \mathbb{R}^{T_{max} \times C}$; forward $y = x + P_{o:o+T}$ (offset $o$
   for a KV cache), backward $dx = dy$, $dP_{o:o+T} = \sum_b dy_b$;
@@ -13,7 +13,7 @@ Attention is blind to order (it treats its keys as a set), so position enters in
   $(x_i, x_{i+D/2})$ at position $t$ is turned by the angle $t\,\theta_i$, $\theta_i = b^{-2i/D}$,
 
   $$\begin{pmatrix} y_i \\ y_{i+D/2} \end{pmatrix} = \begin{pmatrix} \cos t\theta_i & -\sin t\theta_i \\
-  \sin t\theta_i & \cos t\theta_i \end{pmatrix} \begin{pmatrix} x_i \\ x_{i+D/2} \end{pmatrix},$$
+  \sin t\theta_i & \cos t\theta_i \end{pmatrix} \begin{pmatrix} x_i \\ x_{i+D/2} \end{pmatrix}$$
 
   so that $q_s^\top k_t$ depends on $s - t$ only. A rotation's inverse is its transpose: the
   backward turns $dy$ by $-t\,\theta_i$.
