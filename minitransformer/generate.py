@@ -56,7 +56,8 @@ def generate(model, idx, max_new_tokens: int, *, greedy: bool = False, temperatu
     """Extend idx (B, T) by max_new_tokens tokens. Returns (B, T + max_new_tokens).
 
     With use_cache, the prompt is run once and then one token per step; when the context is full,
-    the cache is refilled from the last half of the window. Without it, every step recomputes the
+    the cache is refilled from the last half of the window. Kernels that need as many keys as
+    queries (Reformer, BigBird) cannot use a cache and fall back to recomputation. Without it, every step recomputes the
     last block_size tokens (the reference the cache is tested against).
     """
     if temperature < 0:
@@ -66,6 +67,7 @@ def generate(model, idx, max_new_tokens: int, *, greedy: bool = False, temperatu
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
     xp = backend.get_array_module(idx)
+    use_cache = use_cache and model.supports_kv_cache
     rng = np.random.default_rng(seed)
     block = model.config.block_size
     was_training = model.training

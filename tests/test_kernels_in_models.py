@@ -84,6 +84,18 @@ def test_encoder_trains_with_kernel(name, device):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.parametrize("name", CAUSAL)
+def test_generation_with_kernel(name):
+    """Cached decoding gives the tokens of full recomputation (or falls back to it)."""
+    from minitransformer.generate import generate
+    cfg = GPTConfig(vocab_size=11, block_size=T, n_layer=2, n_head=2, d_model=16, attention=name,
+                    attention_options=OPTIONS.get(name, {}))
+    model = GPT(cfg, seed=0).to("cpu", "float64")
+    prompt = np.array([[1, 2, 3], [4, 5, 6]])
+    cached = generate(model, prompt, 10, greedy=True, use_cache=True)
+    np.testing.assert_array_equal(cached, generate(model, prompt, 10, greedy=True, use_cache=False))
+
+
 def test_linformer_refuses_causal_gpt():
     cfg = GPTConfig(vocab_size=6, block_size=T, n_layer=1, n_head=2, d_model=16, attention="linformer",
                     attention_options={"k": 8})

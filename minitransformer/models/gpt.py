@@ -157,6 +157,12 @@ class GPT(Module):
         self.wte.backward(dx)                                  # second path into W_te
     # --8<-- [end:gpt_backward]
 
+    @property
+    def supports_kv_cache(self) -> bool:
+        """False when an attention kernel needs as many keys as queries (Reformer's LSH, BigBird):
+        decoding then recomputes the context at every step."""
+        return all(block.attn.kernel.supports_cross for block in self.blocks)
+
     def make_kv_caches(self, batch_size: int):
         """One empty KVCache per block, sized for the whole context."""
         from ..attention.kv_cache import KVCache
