@@ -69,7 +69,8 @@ def _add_generate(sub):
     p = sub.add_parser("generate", help="sample text from a trained checkpoint",
                        description="Generate text with greedy, temperature, top-k or top-p sampling "
                                    "(KV cache on by default).")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="checkpoint directory or file")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="checkpoint directory or file (from `train` or `compress`)")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8)
@@ -87,10 +88,10 @@ def _run_generate(args):
     import numpy as np
 
     from . import backend
+    from .compress.io import load_compressed
     from .generate import generate
-    from .models.gpt import load_gpt
 
-    model, tokenizer, _ = load_gpt(args.checkpoint, args.device)
+    model, tokenizer, _ = load_compressed(args.checkpoint, args.device)   # plain or compressed
     ids = tokenizer.encode(args.prompt)[-model.config.block_size:]
     idx = backend.to_device(np.tile(ids, (args.num_samples, 1)).astype(np.int64), args.device)
     out = generate(model, idx, args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,

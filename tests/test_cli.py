@@ -26,6 +26,12 @@ def test_train_then_generate(tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(out), "--prompt", "hola", "--max-new-tokens", "12",
                  "--top-p", "0.9"]) == 0
     assert capsys.readouterr().out.count("hola") >= 1
+    compressed = tmp_path / "int8"
+    assert main(["compress", str(out), "--method", "int8", "--data", str(data), "--eval-iters", "2",
+                 "--out", str(compressed)]) == 0
+    capsys.readouterr()
+    assert main(["generate", "--checkpoint", str(compressed), "--prompt", "hola", "--max-new-tokens", "5"]) == 0
+    assert "--- sample 1 ---" in capsys.readouterr().out
 
 
 def test_config_file_and_errors(tmp_path, capsys):
