@@ -121,6 +121,39 @@ def _replica(model_cfg, train_cfg: TrainConfig):
     return build_model(model_cfg, train_cfg, "cpu")
 
 
+def _resume_state(out_dir: Path | None, model_cfg):
+    """(tokenizer, model state, optimizer state, meta) of the checkpoint in out_dir, after checking
+    that it was written for this model configuration."""
+    if out_dir is None:
+        raise ValueError("resume needs an output directory holding a checkpoint")
+    state, opt_state, meta = load_checkpoint(out_dir)
+    tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
+    if meta["model_config"] != replace(model_cfg, vocab_size=tokenizer.vocab_size).to_dict():
+        raise CheckpointError(f"checkpoint in {out_dir} was written for another model configuration: "
+                              f"{meta['model_config']} (asked for {model_cfg.to_dict()})")
+    return tokenizer, state, opt_state, meta
+
+
+def _forward_backward(model, parallel, x, y, device: str, dloss: float) -> float:
+    """The loss of one micro-batch; its gradient (scaled by dloss) is added into Parameter.grad."""
+    if parallel is not None:
+        return parallel.forward_backward(x, y, dloss=dloss)      # split over the worker processes
+    _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
+    model.backward(dloss=dloss)
+    return float(loss)
+
+
+def _samples(model, tokenizer: CharTokenizer, cfg: TrainConfig, device: str) -> list[str]:
+    """cfg.num_samples texts of cfg.sample_tokens characters, each started from a newline."""
+    from .generate import generate
+    if not (cfg.num_samples and cfg.sample_tokens):
+        return []
+    prompt = backend.to_device(np.array([[tokenizer.stoi.get("\n", 0)]] * cfg.num_samples), device)
+    out = generate(model, prompt, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
+                   seed=cfg.seed)
+    return [tokenizer.decode(backend.to_numpy(row)[1:]) for row in out]
+
+
 # --8<-- [start:train]
 def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: str = "cpu",
           resume: bool = False, progress: bool = True, log=print, stop_after: int | None = None) -> dict:
@@ -132,22 +165,12 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
     backend.check_device(device)
     backend.tune_host_allocator()
     out_dir = Path(out_dir) if out_dir else None
-    start_step, opt_state, rng_state = 0, None, None
     if resume:
-        if out_dir is None:
-            raise ValueError("resume needs an output directory holding a checkpoint")
-        state, opt_state, meta = load_checkpoint(out_dir)
-        tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
-        saved_cfg = meta["model_config"]
-        if saved_cfg != replace(model_cfg, vocab_size=tokenizer.vocab_size).to_dict():
-            raise CheckpointError(f"checkpoint in {out_dir} was written for another model configuration: "
-                                  f"{saved_cfg} (asked for {model_cfg.to_dict()})")
-        start_step, rng_state = meta["step"], meta["rng"]
+        tokenizer, state, opt_state, meta = _resume_state(out_dir, model_cfg)
     else:
         tokenizer = CharTokenizer.from_text(text)
     model_cfg = replace(model_cfg, vocab_size=tokenizer.vocab_size)
-    ids = tokenizer.encode(text)
-    train_ids, val_ids = train_val_split(ids, train_cfg.val_fraction)
+    train_ids, val_ids = train_val_split(tokenizer.encode(text), train_cfg.val_fraction)
     for name, part in (("training", train_ids), ("validation", val_ids)):
         if len(part) <= model_cfg.block_size:
             raise ValueError(f"the {name} split has {len(part)} tokens, fewer than block_size + 1 = "
@@ -155,12 +178,13 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
 
     model = build_model(model_cfg, train_cfg, device)
     optimizer = make_optimizer(model, train_cfg)
-    rng = np.random.default_rng(train_cfg.seed)
+    rng = np.random.default_rng(train_cfg.seed)                 # draws the training batches
+    start_step = 0
     if resume:
         model.load_state_dict(state)
         optimizer.load_state_arrays(opt_state)
-        optimizer.t = start_step
-        rng.bit_generator.state = rng_state
+        start_step = optimizer.t = meta["step"]
+        rng.bit_generator.state = meta["rng"]
     baseline = unigram_baseline(train_ids, val_ids, tokenizer.vocab_size)
     log(f"model: {model.num_parameters():,} parameters | vocab {tokenizer.vocab_size} | "
         f"train {len(train_ids):,} / val {len(val_ids):,} tokens | unigram baseline {baseline:.3f}")
@@ -185,16 +209,10 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
         for step in bar:
             optimizer.lr = learning_rate(step, train_cfg, model_cfg.d_model)
             step_loss = 0.0
-            for _ in range(train_cfg.grad_accum):
+            for _ in range(train_cfg.grad_accum):                  # gradients add up over micro-batches
                 x, y = get_batch(train_ids, train_cfg.batch_size, model_cfg.block_size, rng)
-                if parallel is not None:
-                    loss = parallel.forward_backward(x, y, dloss=1.0 / train_cfg.grad_accum)
-                    _check_finite(loss, "the training loss", step, out_dir)
-                else:
-                    _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
-                    loss = float(loss)
-                    _check_finite(loss, "the training loss", step, out_dir)
-                    model.backward(dloss=1.0 / train_cfg.grad_accum)
+                loss = _forward_backward(model, parallel, x, y, device, dloss=1.0 / train_cfg.grad_accum)
+                _check_finite(loss, "the training loss", step, out_dir)
                 step_loss += loss / train_cfg.grad_accum
             grad_norm = clip_grad_norm(model.parameters(), train_cfg.grad_clip)
             _check_finite(grad_norm, "the gradient norm", step, out_dir)
@@ -205,8 +223,7 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
             t_last = now
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
 
-            last = step + 1 == train_cfg.steps
-            if (step + 1) % train_cfg.eval_interval == 0 or last:
+            if (step + 1) % train_cfg.eval_interval == 0 or step + 1 == train_cfg.steps:
                 val = estimate_loss(model, val_ids, train_cfg, seed=step, device=device)
                 trn = estimate_loss(model, train_ids, train_cfg, seed=step + 1, device=device)
                 _check_finite(val, "the validation loss", step, out_dir)
@@ -217,7 +234,7 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
                 if metrics:
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
-                if out_dir:
+                if out_dir:                                        # only after a finite validation
                     meta = {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg),
                             "tokenizer": tokenizer.to_dict(), "step": step + 1,
                             "rng": rng.bit_generator.state, "val_loss": val}
@@ -231,14 +248,7 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
             metrics.close()
         if parallel is not None:
             parallel.close()
-
-    samples = []
-    if train_cfg.num_samples and train_cfg.sample_tokens:
-        from .generate import generate
-        prompt = backend.to_device(np.array([[tokenizer.stoi.get("\n", 0)]] * train_cfg.num_samples), device)
-        out = generate(model, prompt, train_cfg.sample_tokens, temperature=train_cfg.temperature,
-                       top_k=train_cfg.top_k or None, seed=train_cfg.seed)
-        samples = [tokenizer.decode(backend.to_numpy(row)[1:]) for row in out]
-    return {"history": history, "samples": samples, "unigram_baseline": baseline, "model": model,
-            "tokenizer": tokenizer, "final_batch_loss": step_loss}
+    return {"history": history, "samples": _samples(model, tokenizer, train_cfg, device),
+            "unigram_baseline": baseline, "model": model, "tokenizer": tokenizer,
+            "final_batch_loss": step_loss}
 # --8<-- [end:train]
