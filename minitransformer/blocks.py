@@ -18,7 +18,7 @@ network, and its backward returns ``(dx, dmemory)``.
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from . import backend
 from .attention.multi_head import MultiHeadAttention

@@ -85,7 +85,7 @@ def _add_generate(sub):
 
 
 def _run_generate(args):
-    import numpy as np
+    import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
     from . import backend
     from .compress.io import load_compressed

@@ -6,7 +6,7 @@ processes the whole prompt.
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from . import backend
 

@@ -19,7 +19,7 @@ import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from . import backend
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..gradcheck import check_module, float64_inputs, register

@@ -38,7 +38,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..attention import kernel_names, make_kernel

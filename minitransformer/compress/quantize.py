@@ -17,7 +17,7 @@ are applied after. Quantized layers are for inference only: they have no backwar
 """
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..nn.checks import check_array

@@ -1,7 +1,7 @@
 """Train/validation split and random batches of (input, target) windows for language modelling."""
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 
 def train_val_split(ids: np.ndarray, val_fraction: float = 0.1):

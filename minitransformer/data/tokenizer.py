@@ -1,7 +1,7 @@
 """A character-level tokenizer: every distinct character of the corpus is one token."""
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 
 class CharTokenizer:

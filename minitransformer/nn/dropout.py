@@ -2,7 +2,7 @@
 pair; the identity in evaluation mode or when p = 0."""
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..gradcheck import check_functional, float64_inputs, register

@@ -1,7 +1,7 @@
 """Embedding: a Module that owns the (V, C) table and calls the functional lookup."""
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..gradcheck import check_module, register

@@ -1,7 +1,7 @@
 """LayerNorm: a Module that owns gamma (ones) and beta (zeros) and calls the functional pair."""
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..gradcheck import check_module, float64_inputs, register

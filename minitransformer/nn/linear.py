@@ -1,7 +1,7 @@
 """Linear layer: a Module that owns W (C_in, C_out) and b (C_out,) and calls the functional pair."""
 from __future__ import annotations
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 from ..gradcheck import check_module, float64_inputs, register

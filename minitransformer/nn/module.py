@@ -14,7 +14,7 @@ import contextlib
 from collections import OrderedDict
 from typing import Iterator
 
-import numpy as np
+import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
 
