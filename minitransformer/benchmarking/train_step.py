@@ -5,7 +5,8 @@ Reports, measured in the same run:
 * the split of the step between matrix multiplies and everything else (the step's own GEMMs are
   replayed alone with the same shapes and timed);
 * where PyTorch is installed, the identical model in PyTorch eager on the CPU with the same number
-  of threads, and our throughput as a ratio to it.
+  of threads, and our throughput as a ratio to it. The two frameworks run in alternating blocks of
+  steps so that a change in the shared machine's speed during the run hits both.
 
 Writes JSON and Markdown (default: docs/benchmarks/train_step.{json,md}).
 """
@@ -86,8 +87,8 @@ def time_gemms(cfg: dict, device: str, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
-def time_ours(cfg: dict, device: str, steps: int, warmup: int = 3) -> float:
-    """Median seconds per training step of our GPT."""
+def ours_step(cfg: dict, device: str):
+    """A closure running one training step of our GPT (forward, backward, clip, AdamW)."""
     from ..models.gpt import GPT, GPTConfig
     from ..optim import AdamW, clip_grad_norm
     mc = GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "d_model", "block_size", "vocab_size")})
@@ -95,25 +96,21 @@ def time_ours(cfg: dict, device: str, steps: int, warmup: int = 3) -> float:
     opt = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     rng = np.random.default_rng(0)
     B, T, V = cfg["batch_size"], cfg["block_size"], cfg["vocab_size"]
-    times = []
-    for i in range(warmup + steps):
+
+    def step():
         x = backend.to_device(rng.integers(0, V, (B, T)), device)
         y = backend.to_device(rng.integers(0, V, (B, T)), device)
-        backend.synchronize(device)
-        t = time.perf_counter()
         model.forward(x, y)
         model.backward()
         clip_grad_norm(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
         backend.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return step
 
 
-def time_torch(cfg: dict, steps: int, threads: int, warmup: int = 3):
-    """Median seconds per step of the same GPT in PyTorch eager (CPU), or None without torch."""
+def torch_step(cfg: dict, threads: int):
+    """A closure running one step of the same GPT in PyTorch eager (CPU), or None without torch."""
     try:
         import torch
         import torch.nn as tnn
@@ -158,19 +155,35 @@ def time_torch(cfg: dict, steps: int, threads: int, warmup: int = 3):
 
     model = TorchGPT()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
-    times = []
-    for i in range(warmup + steps):
+
+    def step():
         x = torch.randint(0, V, (B, T))
         y = torch.randint(0, V, (B, T))
-        t = time.perf_counter()
         loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return float(np.median(times)), torch.__version__
+    step.version = torch.__version__
+    return step
+
+
+def time_alternating(steps: dict, n: int, rounds: int = 4, warmup: int = 2) -> dict:
+    """Median seconds per call of each closure, timed in `rounds` alternating blocks of about n/rounds
+    calls (ours, PyTorch, ours, PyTorch, ...) so that a drift of the shared machine's speed affects
+    both. Blocks rather than single calls: each framework's idle worker threads keep spinning for a
+    while after it stops, which would slow the other one down; the first `warmup` calls of every
+    block are not counted."""
+    times = {name: [] for name in steps}
+    per_block = max(1, -(-n // rounds))
+    for _ in range(rounds):
+        for name, step in steps.items():
+            for i in range(warmup + per_block):
+                t = time.perf_counter()
+                step()
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def main(argv=None) -> int:
@@ -191,21 +204,25 @@ def main(argv=None) -> int:
     for name in args.configs:
         cfg = CONFIGS[name]
         tokens = cfg["batch_size"] * cfg["block_size"]
-        ours = time_ours(cfg, args.device, args.steps)
+        contenders = {"ours": ours_step(cfg, args.device)}
+        torch_fn = None if (args.no_torch or args.device != "cpu") else torch_step(cfg, threads)
+        if torch_fn is not None:
+            contenders["torch"] = torch_fn
+        timed = time_alternating(contenders, args.steps)
+        ours = timed["ours"]
         gemm = time_gemms(cfg, args.device)
         row = {"config": name, **cfg, "device": args.device, "ms_per_step": ours * 1e3,
                "tokens_per_s": tokens / ours, "gflops": step_flops(cfg) / ours / 1e9,
                "fraction_of_matmul_rate": step_flops(cfg) / ours / 1e9 / peak,
                "gemm_ms": gemm * 1e3, "gemm_share": gemm / ours}
-        torch_result = None if (args.no_torch or args.device != "cpu") else time_torch(cfg, args.steps, threads)
-        if torch_result:
-            t_torch, version = torch_result
-            row.update(torch_version=version, torch_ms_per_step=t_torch * 1e3,
+        if torch_fn is not None:
+            t_torch = timed["torch"]
+            row.update(torch_version=torch_fn.version, torch_ms_per_step=t_torch * 1e3,
                        torch_tokens_per_s=tokens / t_torch, ratio_vs_torch=t_torch / ours)
         rows.append(row)
         msg = (f"{name}: {row['ms_per_step']:.1f} ms/step, {row['tokens_per_s']:,.0f} tok/s, "
                f"{row['fraction_of_matmul_rate']:.0%} of matmul rate, GEMMs {row['gemm_share']:.0%} of the step")
-        if torch_result:
+        if torch_fn is not None:
             msg += f" | PyTorch {row['torch_ms_per_step']:.1f} ms/step -> ours x{row['ratio_vs_torch']:.2f}"
         print(msg)
     out = Path(args.out)
