@@ -53,3 +53,9 @@ def test_state_dict_from_another_configuration():
     deeper = GPT(GPTConfig(vocab_size=5, block_size=4, n_layer=2, n_head=1, d_model=4))
     with pytest.raises(ValueError, match="missing"):
         deeper.load_state_dict(small.state_dict())
+
+
+def test_tune_host_allocator_is_idempotent():
+    first = backend.tune_host_allocator()
+    assert isinstance(first, bool)
+    assert backend.tune_host_allocator() == first
