@@ -65,10 +65,13 @@ class TrainingDiverged(RuntimeError):
 
 
 def learning_rate(step: int, cfg: TrainConfig, d_model: int) -> float:
+    """The learning rate of `step` under cfg.schedule; "noam" is scaled so that its peak is cfg.lr."""
     if cfg.schedule == "cosine":
         return warmup_cosine(step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
     if cfg.schedule == "noam":
-        return noam(step, d_model, max(cfg.warmup, 1), factor=cfg.lr / noam(cfg.warmup, d_model, max(cfg.warmup, 1)) if cfg.warmup else 1.0)
+        warmup = max(cfg.warmup, 1)
+        peak = noam(warmup - 1, d_model, warmup)              # the unscaled schedule's maximum
+        return noam(step, d_model, warmup, factor=cfg.lr / peak)
     return cfg.lr
 
 

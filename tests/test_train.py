@@ -97,3 +97,10 @@ def test_gradient_accumulation_equals_one_big_batch(device):
     for (name, p), (_, q) in zip(big.named_parameters(), acc.named_parameters()):
         np.testing.assert_allclose(backend.to_numpy(q.grad), backend.to_numpy(p.grad), rtol=1e-10,
                                    atol=1e-14, err_msg=name)
+
+
+def test_noam_schedule_peaks_at_the_configured_lr():
+    from minitransformer.train import learning_rate
+    cfg = TrainConfig(schedule="noam", warmup=100, lr=1e-3)
+    rates = [learning_rate(s, cfg, 128) for s in range(1000)]
+    assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == 99
