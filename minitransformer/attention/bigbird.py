@@ -184,9 +184,7 @@ class BigBirdAttention(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("bigbird.backward called without a cached forward")
-        return bigbird_backward(dout, self.cache)
+        return bigbird_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return f"block={self.block}, random_blocks={self.random_blocks}, seed={self.seed}, redraw={self.redraw}"

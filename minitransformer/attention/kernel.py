@@ -48,6 +48,13 @@ class AttentionKernel(Module):
     def backward(self, dout):
         raise NotImplementedError
 
+    def saved_cache(self):
+        """The cache of the last forward, or a clear error when there is none to backpropagate."""
+        if self.cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: no forward pass was cached (forward ran "
+                               "inside no_grad(), or backward was called twice)")
+        return self.cache
+
 
 _KERNELS: dict[str, Callable[..., AttentionKernel]] = {}
 

@@ -222,9 +222,7 @@ class LinearAttention(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("linear attention: backward called without a forward that kept its cache")
-        return linear_attention_backward(dout, self.cache)
+        return linear_attention_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return f"eps={self.eps}, chunk_size={self.chunk_size}"

@@ -117,9 +117,7 @@ class Linformer(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("linformer: backward called without a forward that kept its cache")
-        dq, dk, dv, de, df = linformer_backward(dout, self.cache)
+        dq, dk, dv, de, df = linformer_backward(dout, self.saved_cache())
         S = de.shape[1]
         self.E.grad[:, :S] += de
         if self.F is None:

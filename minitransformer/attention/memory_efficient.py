@@ -146,10 +146,7 @@ class MemoryEfficientAttention(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("memory_efficient.backward called without a cached forward "
-                               "(was forward run under no_grad()?)")
-        return flash_attention_backward(dout, self.cache)
+        return flash_attention_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return f"block_q={self.block_q}, block_k={self.block_k}"

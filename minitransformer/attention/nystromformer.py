@@ -196,9 +196,7 @@ class Nystromformer(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("nystrom: backward called without a forward that kept its cache")
-        return nystrom_backward(dout, self.cache)
+        return nystrom_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return f"n_landmarks={self.n_landmarks}, pinv_iters={self.pinv_iters}"

@@ -158,9 +158,7 @@ class Performer(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("performer: backward called without a forward that kept its cache")
-        return performer_backward(dout, self.cache)
+        return performer_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return (f"n_features={self.n_features}, orthogonal={self.orthogonal}, "

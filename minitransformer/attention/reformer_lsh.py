@@ -261,9 +261,7 @@ class ReformerLSH(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("reformer: backward called without a forward that kept its cache")
-        return lsh_attention_backward(dout, self.cache)
+        return lsh_attention_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return (f"n_hashes={self.n_hashes}, n_buckets={self.n_buckets}, chunk_size={self.chunk_size}, "

@@ -172,10 +172,7 @@ class DenseAttention(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError("DenseAttention.backward: no forward pass was cached "
-                               "(forward ran inside no_grad(), or backward was called twice)")
-        return attention_backward(dout, self.cache)
+        return attention_backward(dout, self.saved_cache())
 
     def extra_repr(self) -> str:
         return f"n_head={self.n_head}, head_dim={self.head_dim}"

@@ -53,9 +53,7 @@ class BandKernel(AttentionKernel):
         return out
 
     def backward(self, dout):
-        if self.cache is None:
-            raise RuntimeError(f"{self.kernel_name}.backward called without a cached forward")
-        return sparse_backward(dout, self.cache)
+        return sparse_backward(dout, self.saved_cache())
 
 
 @register_kernel("sliding_window")
