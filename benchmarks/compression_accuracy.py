@@ -20,15 +20,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# one BLAS thread: a 2-thread BLAS on a busy 2-core machine spins and runs several times slower
-THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = THREADS
+from _blas_threads import THREADS  # noqa: E402  pins BLAS threads before numpy loads
 
 import numpy as np  # noqa: E402  host-side harness
 

@@ -14,11 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-# BLAS threads must be fixed before NumPy loads. One thread by default: on a shared 2-core machine a
-# 2-thread BLAS spins against other processes and its timings scatter by 10x (we measured it).
-THREADS = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[_var] = THREADS
+from _blas_threads import THREADS  # noqa: E402  pins BLAS threads before numpy loads
 
 import numpy as np  # noqa: E402  benchmark harness: host data and timing
 
