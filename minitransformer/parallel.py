@@ -46,6 +46,7 @@ def unflatten(flat, arrays) -> None:
 def _worker(rank, build, conn, param_name, grad_name, n_params, dtype):
     params_shm = shared_memory.SharedMemory(name=param_name)
     grads_shm = shared_memory.SharedMemory(name=grad_name)
+    backend.tune_host_allocator()                                       # as in the parent's training loop
     try:
         flat_params = np.ndarray((n_params,), dtype, buffer=params_shm.buf)
         my_grads = np.ndarray((n_params,), dtype, buffer=grads_shm.buf, offset=rank * n_params * np.dtype(dtype).itemsize)

@@ -77,7 +77,7 @@ def normal_cdf_pdf(x):
     t = xp.abs(x)
     t *= AS_P * SQRT_HALF
     t += 1.0
-    xp.reciprocal(t, out=t)
+    xp.divide(1.0, t, out=t)                         # (NumPy's divide is faster than its reciprocal)
     a1, a2, a3, a4, a5 = (0.5 * a for a in AS_A)     # the 0.5 folded into the coefficients
     cdf = t * a5                                     # Horner: ((((a5 t + a4) t + a3) t + a2) t + a1) t
     for a in (a4, a3, a2, a1):
@@ -87,8 +87,12 @@ def normal_cdf_pdf(x):
     gauss *= -0.5
     xp.exp(gauss, out=gauss)                         # exp(-x^2 / 2)
     cdf *= gauss                                     # Phi(-|x|)
-    xp.subtract(0.5, cdf, out=cdf)                   # 0.5 - Phi(-|x|) >= 0
-    xp.copysign(cdf, x, out=cdf)                     # Phi(x) - 0.5, by the symmetry Phi(-x) = 1 - Phi(x)
+    xp.subtract(0.5, cdf, out=cdf)                   # 0.5 - Phi(-|x|) >= 0, so its sign bit is clear
+    # Phi(x) - 0.5 = sign(x) (0.5 - Phi(-|x|)) by the symmetry Phi(-x) = 1 - Phi(x): copy x's sign
+    # bit into it with an integer OR (what copysign does, several times faster in NumPy)
+    uint = xp.dtype(f"u{x.dtype.itemsize}")
+    sign_bit = uint.type(1 << (8 * x.dtype.itemsize - 1))
+    cdf.view(uint)[...] |= x.view(uint) & sign_bit
     cdf += 0.5
     gauss *= INV_SQRT_2PI                            # phi(x), free from the exp above
     return cdf, gauss

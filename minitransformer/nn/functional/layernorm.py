@@ -52,26 +52,24 @@ def layernorm_forward(x, gamma, beta, eps: float = 1e-5):
 def layernorm_backward(dy, cache: LayerNormCache):
     """Returns (dx, dgamma, dbeta)."""
     xp = get_array_module(dy)
-    xhat, rstd = cache.xhat, cache.rstd
+    xhat, rstd, gamma = cache.xhat, cache.rstd, cache.gamma
     N, C = xhat.shape
     dy2 = dy.reshape(N, C)                               # (..., C) -> (N, C)
     ones = xp.ones(N, dtype=dy.dtype)
-    ones_c = xp.ones(C, dtype=dy.dtype)
     # fwd: y = xhat * gamma + beta  =>  dbeta = sum of dy,  dgamma = sum of dy * xhat (over rows)
     dbeta = ones @ dy2                                   # (N,) @ (N, C) -> (C,)
-    tmp = dy2 * xhat                                     # (N, C) scratch
-    dgamma = ones @ tmp                                  # (N,) @ (N, C) -> (C,)
-    # fwd: y = xhat * gamma  =>  dxhat = dy * gamma
-    dx = dy2 * cache.gamma                               # (N, C) dxhat, turned into dx in place
+    dy_xhat = dy2 * xhat                                 # (N, C), reused for the row means below
+    dgamma = ones @ dy_xhat                              # (N,) @ (N, C) -> (C,)
+    # fwd: y = xhat * gamma  =>  dxhat = dy * gamma; its row means come straight from dy:
+    #   mean(dxhat) = dy @ gamma / C,  mean(dxhat * xhat) = (dy * xhat) @ gamma / C
+    gamma_mean = gamma / C
+    m1 = dy2 @ gamma_mean                                # (N, C) @ (C,) -> (N,)
+    m2 = dy_xhat @ gamma_mean                            # (N, C) @ (C,) -> (N,)
     # fwd: xhat = (x - mean) * rstd  =>  dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
-    m1 = dx @ ones_c                                     # (N, C) @ (C,) -> (N,)
-    m1 /= C
-    xp.multiply(dx, xhat, out=tmp)
-    m2 = tmp @ ones_c                                    # (N, C) @ (C,) -> (N,)
-    m2 /= C
+    dx = dy2 * gamma                                     # (N, C) dxhat, turned into dx in place
     dx -= m1[:, None]                                    # term 1 - term 2
-    xp.multiply(xhat, m2[:, None], out=tmp)              # term 3
-    dx -= tmp
+    term3 = xp.multiply(xhat, m2[:, None], out=dy_xhat)  # (dy * xhat is no longer needed)
+    dx -= term3
     dx *= rstd
     return dx.reshape(cache.in_shape), dgamma, dbeta     # (N, C) -> (..., C)
 # --8<-- [end:layernorm_backward]
