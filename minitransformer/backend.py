@@ -10,6 +10,10 @@ NVIDIA GPU (CuPy).
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+
 import numpy as np
 
 DEVICES = ("cpu", "cuda")
@@ -165,7 +169,6 @@ def tune_host_allocator() -> bool:
     if _host_allocator_tuned:
         return True
     try:
-        import ctypes
         libc = ctypes.CDLL("libc.so.6")
         M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
         ok = libc.mallopt(M_MMAP_THRESHOLD, 256 * 2 ** 20) == 1      # blocks < 256 MiB from the heap
@@ -174,3 +177,66 @@ def tune_host_allocator() -> bool:
         return False
     _host_allocator_tuned = ok
     return ok
+
+
+# -- the host BLAS's threads --------------------------------------------------------------------
+# (setter, getter) of the thread count in the BLAS libraries NumPy is built with: the OpenBLAS of the
+# NumPy wheels (64-bit integers, prefixed), other OpenBLAS builds, Intel MKL.
+_BLAS_THREAD_FUNCTIONS = (
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+    ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"),
+)
+_host_blas = False  # False: not looked for yet; None: not found; else (set, get)
+
+
+def _find_host_blas():
+    """The (set, get) thread-count functions of the BLAS that NumPy loaded, found among the shared
+    libraries mapped into this process (Linux), or None."""
+    global _host_blas
+    if _host_blas is not False:
+        return _host_blas
+    _host_blas = None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if ".so" in line})
+    except OSError:
+        return None
+    for path in paths:
+        name = os.path.basename(path).lower()
+        if "blas" not in name and "mkl" not in name:
+            continue
+        try:
+            lib = ctypes.CDLL(path)                      # already loaded: this only looks it up
+        except OSError:
+            continue
+        for set_name, get_name in _BLAS_THREAD_FUNCTIONS:
+            if hasattr(lib, set_name) and hasattr(lib, get_name):
+                _host_blas = (getattr(lib, set_name), getattr(lib, get_name))
+                return _host_blas
+    return None
+
+
+def host_blas_threads() -> int | None:
+    """How many threads the host BLAS (NumPy's matrix products) uses, or None if it cannot be told."""
+    blas = _find_host_blas()
+    return None if blas is None else int(blas[1]())
+
+
+@contextlib.contextmanager
+def host_blas_threads_limited(n: int):
+    """Run the block with the host BLAS on at most n threads, restoring the count after. Used where
+    the caller runs its own threads (one BLAS thread each, so that n threads use n cores). Returns
+    whether the count could be set (where the BLAS is unknown the block still runs, unchanged)."""
+    blas = _find_host_blas()
+    if blas is None:
+        yield False
+        return
+    before = int(blas[1]())
+    blas[0](min(n, before))
+    try:
+        yield True
+    finally:
+        blas[0](before)

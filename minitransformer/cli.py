@@ -29,6 +29,8 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, help="random seed (weights, batches)")
     p.add_argument("--workers", type=int, help="data-parallel worker processes on the CPU "
                    "(they split each batch)")
+    p.add_argument("--threads", type=int, help="CPU threads that split each batch (default 0: one "
+                   "per core; 1: a single thread)")
     p.add_argument("--out", metavar="DIR", help="output directory for checkpoint and metrics "
                    "(default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -45,7 +47,7 @@ def _run_train(args):
     overrides = {"model": {}, "train": {}}
     for key, section, name in (("steps", "train", "steps"), ("batch_size", "train", "batch_size"),
                                ("lr", "train", "lr"), ("seed", "train", "seed"),
-                               ("workers", "train", "workers"),
+                               ("workers", "train", "workers"), ("threads", "train", "threads"),
                                ("attention", "model", "attention")):
         if getattr(args, key) is not None:
             overrides[section][name] = getattr(args, key)

@@ -22,6 +22,7 @@ from multiprocessing import shared_memory
 import numpy as np  # host-side shared memory: this module is CPU-only by design
 
 from . import backend
+from .nn.dropout import reseed_replica
 
 
 def flatten(arrays, out=None):
@@ -51,6 +52,7 @@ def _worker(rank, build, conn, param_name, grad_name, n_params, dtype):
         flat_params = np.ndarray((n_params,), dtype, buffer=params_shm.buf)
         my_grads = np.ndarray((n_params,), dtype, buffer=grads_shm.buf, offset=rank * n_params * np.dtype(dtype).itemsize)
         model = build()
+        reseed_replica(model, rank)                                   # its own dropout masks
         params = model.parameters()
         while True:
             message = conn.recv()
@@ -128,6 +130,9 @@ class DataParallel:
             offset += p.data.size
         return float(np.mean(losses))
     # --8<-- [end:data_parallel_step]
+
+    def __repr__(self) -> str:
+        return f"{self.n_workers} worker processes (DataParallel)"
 
     def close(self) -> None:
         for conn in self.conns:

@@ -10,6 +10,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np  # host-side data and RNG only
@@ -42,6 +43,7 @@ class TrainConfig:
     seed: int = 1337                # weights, batches and dropout
     dtype: str = "float32"          # float32 or float64
     workers: int = 1                # data-parallel worker processes (CPU); the batch is split among them
+    threads: int = 0                # CPU threads the batch is split over (0: one per core; 1: one thread)
     sample_tokens: int = 300        # characters generated per sample at the end
     num_samples: int = 2            # samples printed at the end
     temperature: float = 0.8        # sampling temperature for the samples
@@ -56,6 +58,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.schedule must be cosine, noam or constant, got {self.schedule!r}")
         if self.workers < 1 or self.batch_size % self.workers:
             raise ValueError(f"TrainConfig: workers={self.workers} must be >= 1 and divide batch_size={self.batch_size}")
+        if self.threads < 0:
+            raise ValueError(f"TrainConfig: threads must be >= 0 (0: one per core), got {self.threads}")
+        if self.workers > 1 and self.threads > 1:
+            raise ValueError(f"TrainConfig: choose worker processes (workers={self.workers}) or threads "
+                             f"(threads={self.threads}), not both")
         if self.eval_interval < 1 or self.eval_iters < 1:
             raise ValueError("TrainConfig: eval_interval and eval_iters must be >= 1")
 
@@ -124,6 +131,21 @@ def _replica(model_cfg, train_cfg: TrainConfig):
     return build_model(model_cfg, train_cfg, "cpu")
 
 
+def _data_parallel(model, model_cfg, train_cfg: TrainConfig, device: str):
+    """What splits each batch: worker processes (cfg.workers > 1), threads (on the CPU, cfg.threads,
+    0 meaning one per core, at most one per sequence), or nothing (None)."""
+    if train_cfg.workers > 1:
+        if device != "cpu":
+            raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
+        from .parallel import DataParallel
+        return DataParallel(model, partial(_replica, model_cfg, train_cfg), train_cfg.workers)
+    if device != "cpu":
+        return None
+    from .thread_parallel import ThreadParallel, available_cores
+    threads = min(train_cfg.threads or available_cores(), train_cfg.batch_size)
+    return ThreadParallel(model, threads) if threads > 1 else None
+
+
 def _resume_state(out_dir: Path | None, model_cfg):
     """(tokenizer, model state, optimizer state, meta) of the checkpoint in out_dir, after checking
     that it was written for this model configuration."""
@@ -140,7 +162,7 @@ def _resume_state(out_dir: Path | None, model_cfg):
 def _forward_backward(model, parallel, x, y, device: str, dloss: float) -> float:
     """The loss of one micro-batch; its gradient (scaled by dloss) is added into Parameter.grad."""
     if parallel is not None:
-        return parallel.forward_backward(x, y, dloss=dloss)      # split over the worker processes
+        return parallel.forward_backward(x, y, dloss=dloss)      # split over processes or threads
     _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
     model.backward(dloss=dloss)
     return float(loss)
@@ -195,14 +217,9 @@ def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: st
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
     metrics = (out_dir / "metrics.jsonl").open("a") if out_dir else None
-    parallel = None
-    if train_cfg.workers > 1:
-        from functools import partial
-
-        from .parallel import DataParallel
-        if device != "cpu":
-            raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
-        parallel = DataParallel(model, partial(_replica, model_cfg, train_cfg), train_cfg.workers)
+    parallel = _data_parallel(model, model_cfg, train_cfg, device)
+    if parallel is not None:
+        log(f"each batch is split over {parallel}")
     history = []
     tokens_per_step = train_cfg.batch_size * train_cfg.grad_accum * model_cfg.block_size
     bar = tqdm(range(start_step, train_cfg.steps), initial=start_step, total=train_cfg.steps,

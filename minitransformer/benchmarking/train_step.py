@@ -1,7 +1,9 @@
 """Training throughput: forward + backward + AdamW step, tokens/s, for named GPT sizes.
 
 Reports, measured in the same run:
-* our tokens/s and the achieved FLOP rate as a fraction of this machine's float32 matmul rate;
+* our tokens/s and the achieved FLOP rate as a fraction of this machine's float32 matmul rate, with
+  the step run on one Python thread (BLAS on every core) and, on the CPU, with the batch split over
+  one thread per core (`ThreadParallel`, one BLAS thread each), the way `minitransformer train` runs;
 * the split of the step between matrix multiplies and everything else (the step's own GEMMs are
   replayed alone with the same shapes and timed);
 * where PyTorch is installed, the identical model in PyTorch eager on the CPU with the same number
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np  # benchmark harness: host timing and the matmul-rate probe
 
 from .. import backend
+from ..thread_parallel import available_cores
 
 CONFIGS = {
     "small": dict(n_layer=4, n_head=4, d_model=128, block_size=64, batch_size=12, vocab_size=65),
@@ -87,21 +89,27 @@ def time_gemms(cfg: dict, device: str, repeats: int = 5) -> float:
     return float(np.median(times))
 
 
-def ours_step(cfg: dict, device: str):
-    """A closure running one training step of our GPT (forward, backward, clip, AdamW)."""
+def ours_step(cfg: dict, device: str, threads: int = 1):
+    """A closure running one training step of our GPT (forward, backward, clip, AdamW); with
+    threads > 1 the batch is split over that many threads (ThreadParallel, CPU only)."""
     from ..models.gpt import GPT, GPTConfig
     from ..optim import AdamW, clip_grad_norm
+    from ..thread_parallel import ThreadParallel
     mc = GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "d_model", "block_size", "vocab_size")})
     model = GPT(mc, seed=0).to(device)
     opt = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    parallel = ThreadParallel(model, threads) if threads > 1 else None
     rng = np.random.default_rng(0)
     B, T, V = cfg["batch_size"], cfg["block_size"], cfg["vocab_size"]
 
     def step():
         x = backend.to_device(rng.integers(0, V, (B, T)), device)
         y = backend.to_device(rng.integers(0, V, (B, T)), device)
-        model.forward(x, y)
-        model.backward()
+        if parallel is not None:
+            parallel.forward_backward(x, y)
+        else:
+            model.forward(x, y)
+            model.backward()
         clip_grad_norm(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
@@ -190,15 +198,22 @@ def write_markdown(meta: dict, path: Path, device: str) -> None:
     """The Markdown table of a run (kept narrow enough to read without scrolling)."""
     lines = [f"Measured by `benchmarks/train_step.py` on {device} ({meta['threads']} threads); float32 "
              f"matmul rate {meta['matmul_gflops']:.0f} GFLOP/s.", "",
-             "| config | ms/step | tokens/s | % of matmul rate | GEMM share | PyTorch ms/step | ours / PyTorch |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| config | run as | ms/step | tokens/s | % of matmul rate | PyTorch ms/step | ours / PyTorch |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in meta["rows"]:
-        torch_cols = (f"{r['torch_ms_per_step']:.1f} | {r['ratio_vs_torch']:.2f}x"
-                      if "torch_ms_per_step" in r else "- | -")
-        lines.append(f"| {r['config']}: L={r['n_layer']}, H={r['n_head']}, C={r['d_model']}, T={r['block_size']}, "
-                     f"B={r['batch_size']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | "
-                     f"{r['fraction_of_matmul_rate']:.0%} | {r['gemm_share']:.0%} | {torch_cols} |")
-    lines += ["", "ours / PyTorch is the throughput ratio (above 1: we are faster)."]
+        name = (f"{r['config']}: L={r['n_layer']}, H={r['n_head']}, C={r['d_model']}, T={r['block_size']}, "
+                f"B={r['batch_size']}")
+        runs = [(f"1 thread, BLAS on {meta['threads']} (GEMMs {r['gemm_share']:.0%} of the step)", "")]
+        if "threaded_ms_per_step" in r:
+            runs.append((f"batch split over {r['split_threads']} threads", "threaded_"))
+        for label, key in runs:
+            torch_cols = (f"{r['torch_ms_per_step']:.1f} | {r[key + 'ratio_vs_torch']:.2f}x"
+                          if "torch_ms_per_step" in r else "- | -")
+            lines.append(f"| {name} | {label} | {r[key + 'ms_per_step']:.1f} | {r[key + 'tokens_per_s']:,.0f} | "
+                         f"{r[key + 'fraction_of_matmul_rate']:.0%} | {torch_cols} |")
+            name = ""
+    lines += ["", "ours / PyTorch is the throughput ratio (above 1: we are faster). PyTorch runs eager on "
+              "the same threads; the batch split is how `minitransformer train` runs on the CPU."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -213,7 +228,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     backend.check_device(args.device)
     backend.tune_host_allocator()          # both frameworks run in this process with the same allocator
-    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = available_cores()
     peak = matmul_rate(args.device)
     print(f"float32 matmul rate (1024^3): {peak:.1f} GFLOP/s on {args.device}, {threads} threads")
     rows = []
@@ -221,25 +236,38 @@ def main(argv=None) -> int:
         cfg = CONFIGS[name]
         tokens = cfg["batch_size"] * cfg["block_size"]
         contenders = {"ours": ours_step(cfg, args.device)}
+        split = min(threads, cfg["batch_size"]) if args.device == "cpu" else 1
+        if split > 1:
+            contenders["threaded"] = ours_step(cfg, args.device, threads=split)
         torch_fn = None if (args.no_torch or args.device != "cpu") else torch_step(cfg, threads)
         if torch_fn is not None:
             contenders["torch"] = torch_fn
         timed = time_alternating(contenders, args.steps)
-        ours = timed["ours"]
         gemm = time_gemms(cfg, args.device)
-        row = {"config": name, **cfg, "device": args.device, "ms_per_step": ours * 1e3,
-               "tokens_per_s": tokens / ours, "gflops": step_flops(cfg) / ours / 1e9,
-               "fraction_of_matmul_rate": step_flops(cfg) / ours / 1e9 / peak,
-               "gemm_ms": gemm * 1e3, "gemm_share": gemm / ours}
+        row = {"config": name, **cfg, "device": args.device, "gemm_ms": gemm * 1e3,
+               "gemm_share": gemm / timed["ours"]}
+        for label, key in (("ours", ""), ("threaded", "threaded_")):
+            if label in timed:
+                t = timed[label]
+                row.update({key + "ms_per_step": t * 1e3, key + "tokens_per_s": tokens / t,
+                            key + "gflops": step_flops(cfg) / t / 1e9,
+                            key + "fraction_of_matmul_rate": step_flops(cfg) / t / 1e9 / peak})
+                if torch_fn is not None:
+                    row[key + "ratio_vs_torch"] = timed["torch"] / t
+        if split > 1:
+            row["split_threads"] = split
         if torch_fn is not None:
-            t_torch = timed["torch"]
-            row.update(torch_version=torch_fn.version, torch_ms_per_step=t_torch * 1e3,
-                       torch_tokens_per_s=tokens / t_torch, ratio_vs_torch=t_torch / ours)
+            row.update(torch_version=torch_fn.version, torch_ms_per_step=timed["torch"] * 1e3,
+                       torch_tokens_per_s=tokens / timed["torch"])
         rows.append(row)
         msg = (f"{name}: {row['ms_per_step']:.1f} ms/step, {row['tokens_per_s']:,.0f} tok/s, "
                f"{row['fraction_of_matmul_rate']:.0%} of matmul rate, GEMMs {row['gemm_share']:.0%} of the step")
+        if split > 1:
+            msg += f" | split over {split} threads: {row['threaded_ms_per_step']:.1f} ms/step"
         if torch_fn is not None:
             msg += f" | PyTorch {row['torch_ms_per_step']:.1f} ms/step -> ours x{row['ratio_vs_torch']:.2f}"
+            if split > 1:
+                msg += f", split x{row['threaded_ratio_vs_torch']:.2f}"
         print(msg)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

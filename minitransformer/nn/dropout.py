@@ -30,6 +30,10 @@ class Dropout(Module):
             self._rng, self._rng_device = backend.device_rng(device, self.seed), device
         return self._rng
 
+    def reseed(self, seed: int | None) -> None:
+        """Draw the next masks from a new generator seeded with `seed`."""
+        self.seed, self._rng, self._rng_device = seed, None, None
+
     def to(self, device=None, dtype=None) -> "Dropout":
         super().to(device, dtype)
         if device is not None and device != self._rng_device:
@@ -60,6 +64,17 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def reseed_replica(model, index: int) -> None:
+    """Give every Dropout of `model`, replica `index` of a data-parallel group, a mask stream of its
+    own (seed * 1_000_003 + index), so that the shards of one batch do not share dropout masks.
+    Replica 0 keeps its seeds; unseeded Dropouts already draw fresh entropy."""
+    if index == 0:
+        return
+    for module in model.modules():
+        if isinstance(module, Dropout) and module.seed is not None:
+            module.reseed(module.seed * 1_000_003 + index)
 
 
 @register("nn.Dropout")
