@@ -1,8 +1,10 @@
 """Chapter 17: data-parallel training. Gradient agreement with one process, and step time.
 
-Measures, with the real DataParallel: the largest difference between the averaged gradient of R
-workers and the single-process gradient of the whole batch (float64), and the median step time of
-the small GPT with 1 process (2 BLAS threads) against 2 workers (1 BLAS thread each).
+Measures, with the real ThreadParallel and DataParallel: the largest difference between the
+gradient of R shards (threads or worker processes) and the single-thread gradient of the whole batch
+(float64), and the median forward+backward time of the small GPT run on one thread (BLAS on 2
+threads), split over 2 threads (1 BLAS thread each) and split over 2 worker processes, timed in
+alternating blocks so that a change of the shared machine's speed hits all three.
 """
 import functools
 import time
@@ -14,6 +16,7 @@ import numpy as np
 from minitransformer import backend
 from minitransformer.models.gpt import GPT, GPTConfig
 from minitransformer.parallel import DataParallel
+from minitransformer.thread_parallel import ThreadParallel
 
 CFG = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, d_model=128)
 
@@ -22,53 +25,66 @@ def build(dtype):
     return GPT(CFG, seed=0).to("cpu", dtype)
 
 
-def gradient_agreement(n_workers: int) -> float:
+def gradient_agreement(splitter, n: int) -> float:
+    """Largest |difference| between the gradients of n shards (ThreadParallel or DataParallel) and
+    of one pass over the whole batch."""
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 65, (12, 64)), rng.integers(0, 65, (12, 64))
     single = build("float64")
     single.forward(x, y)
     single.backward()
     parent = build("float64")
-    with DataParallel(parent, functools.partial(build, "float64"), n_workers) as dp:
-        dp.forward_backward(x, y)
+    if splitter is ThreadParallel:
+        with ThreadParallel(parent, n) as tp:
+            tp.forward_backward(x, y)
+    else:
+        with DataParallel(parent, functools.partial(build, "float64"), n) as dp:
+            dp.forward_backward(x, y)
     return max(float(np.abs(p.grad - q.grad).max()) for p, q in zip(single.parameters(), parent.parameters()))
 
 
-def step_time(n_workers: int, steps: int = 20) -> float:
+def step_times(steps: int = 30, rounds: int = 3) -> dict:
+    """Median forward+backward seconds of each setting, in `rounds` alternating blocks."""
     rng = np.random.default_rng(0)
-    model = build("float32")
-    times = []
-    dp = DataParallel(model, functools.partial(build, "float32"), n_workers) if n_workers > 1 else None
+    models = {name: build("float32") for name in ("one", "threads", "processes")}
+    tp = ThreadParallel(models["threads"], 2)
+    dp = DataParallel(models["processes"], functools.partial(build, "float32"), 2)
+    run = {"one": lambda x, y: (models["one"].forward(x, y), models["one"].backward()),
+           "threads": tp.forward_backward, "processes": dp.forward_backward}
+    times = {name: [] for name in run}
     try:
-        for i in range(steps + 3):
-            x, y = rng.integers(0, 65, (12, 64)), rng.integers(0, 65, (12, 64))
-            t = time.perf_counter()
-            if dp:
-                dp.forward_backward(x, y)
-            else:
-                model.forward(x, y)
-                model.backward()
-            model.zero_grad()
-            if i >= 3:
-                times.append(time.perf_counter() - t)
+        for _ in range(rounds):
+            for name, step in run.items():
+                for i in range(steps // rounds + 3):
+                    x, y = rng.integers(0, 65, (12, 64)), rng.integers(0, 65, (12, 64))
+                    t = time.perf_counter()
+                    step(x, y)
+                    if i >= 3:                                  # the first calls of a block warm up
+                        times[name].append(time.perf_counter() - t)
+                    models[name].zero_grad()
     finally:
-        if dp:
-            dp.close()
-    return float(np.median(times))
+        tp.close()
+        dp.close()
+    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def main():
     backend.tune_host_allocator()
-    rows = [[f"{r} workers", f"{gradient_agreement(r):.1e}"] for r in (2, 3, 4)]
-    write_table("data_parallel_grads", ["split of a batch of 12", "largest absolute difference from one process"], rows,
-                note="float64, small GPT (4 layers, width 128, context 64). Produced by "
+    rows = [[str(r), f"{gradient_agreement(ThreadParallel, r):.1e}", f"{gradient_agreement(DataParallel, r):.1e}"]
+            for r in (2, 3, 4)]
+    write_table("data_parallel_grads", ["shards of a batch of 12", "threads", "worker processes"], rows,
+                note="Largest absolute difference from the gradient of one pass over the whole batch; "
+                     "float64, small GPT (4 layers, width 128, context 64). Produced by "
                      "`docs/figures/scripts/data_parallel.py`.")
-    t1, t2 = step_time(1), step_time(2)
+    t = step_times()
     write_table("data_parallel_time", ["setting", "forward + backward, ms", "relative"],
-                [["1 process, 2 BLAS threads", f"{t1 * 1e3:.1f}", "1.00"],
-                 ["2 workers, 1 BLAS thread each", f"{t2 * 1e3:.1f}", f"{t1 / t2:.2f}x"]],
-                note="Median of 20 steps, batch 12 x 64 tokens, float32, on this 2-core machine. Produced "
-                     "by `docs/figures/scripts/data_parallel.py`.")
+                [["1 thread, BLAS on 2 threads", f"{t['one'] * 1e3:.1f}", "1.00"],
+                 ["batch split over 2 threads, 1 BLAS thread each", f"{t['threads'] * 1e3:.1f}",
+                  f"{t['one'] / t['threads']:.2f}x"],
+                 ["batch split over 2 worker processes, 1 BLAS thread each", f"{t['processes'] * 1e3:.1f}",
+                  f"{t['one'] / t['processes']:.2f}x"]],
+                note="Median of 30 steps per setting, timed in alternating blocks; batch 12 x 64 tokens, "
+                     "float32, on this 2-core machine. Produced by `docs/figures/scripts/data_parallel.py`.")
 
 
 if __name__ == "__main__":
