@@ -33,9 +33,21 @@ from . import backend
 from .nn.dropout import reseed_replica
 
 
+# Every replica runs as many Python-level operations as the whole model would (only the arrays are
+# smaller), and those run one thread at a time under the interpreter lock; past a few threads they
+# mostly wait for it. The trainer's default therefore stops at this many.
+MAX_AUTO_THREADS = 4
+
+
 def available_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def auto_threads(batch_size: int) -> int:
+    """The trainer's default thread count: one per core, at most one per sequence of the batch and
+    at most MAX_AUTO_THREADS."""
+    return max(1, min(available_cores(), batch_size, MAX_AUTO_THREADS))
 
 
 def shard_bounds(batch: int, shards: int) -> list[tuple[int, int]]:

@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 1337                # weights, batches and dropout
     dtype: str = "float32"          # float32 or float64
     workers: int = 1                # data-parallel worker processes (CPU); the batch is split among them
-    threads: int = 0                # CPU threads the batch is split over (0: one per core; 1: one thread)
+    threads: int = 0                # CPU threads the batch is split over (0: one per core, at most 4; 1: off)
     sample_tokens: int = 300        # characters generated per sample at the end
     num_samples: int = 2            # samples printed at the end
     temperature: float = 0.8        # sampling temperature for the samples
@@ -133,7 +133,7 @@ def _replica(model_cfg, train_cfg: TrainConfig):
 
 def _data_parallel(model, model_cfg, train_cfg: TrainConfig, device: str):
     """What splits each batch: worker processes (cfg.workers > 1), threads (on the CPU, cfg.threads,
-    0 meaning one per core, at most one per sequence), or nothing (None)."""
+    0 meaning `thread_parallel.auto_threads`), or nothing (None)."""
     if train_cfg.workers > 1:
         if device != "cpu":
             raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
@@ -141,8 +141,8 @@ def _data_parallel(model, model_cfg, train_cfg: TrainConfig, device: str):
         return DataParallel(model, partial(_replica, model_cfg, train_cfg), train_cfg.workers)
     if device != "cpu":
         return None
-    from .thread_parallel import ThreadParallel, available_cores
-    threads = min(train_cfg.threads or available_cores(), train_cfg.batch_size)
+    from .thread_parallel import ThreadParallel, auto_threads
+    threads = min(train_cfg.threads or auto_threads(train_cfg.batch_size), train_cfg.batch_size)
     return ThreadParallel(model, threads) if threads > 1 else None
 
 

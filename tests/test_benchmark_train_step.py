@@ -4,7 +4,7 @@ import json
 import pytest
 
 from minitransformer.benchmarking import train_step
-from minitransformer.thread_parallel import available_cores
+from minitransformer.thread_parallel import auto_threads
 
 
 @pytest.mark.parametrize("name", list(train_step.CONFIGS))
@@ -19,8 +19,8 @@ def test_a_short_run_writes_json_and_markdown(tmp_path):
     meta = json.loads((tmp_path / "train_step.json").read_text())
     (row,) = meta["rows"]
     assert row["config"] == "small" and row["ms_per_step"] > 0 and 0 < row["gemm_share"]
-    if available_cores() > 1:                              # the batch split over one thread per core
-        assert row["split_threads"] == min(available_cores(), row["batch_size"])
+    if auto_threads(row["batch_size"]) > 1:               # the batch split the way the trainer splits it
+        assert row["split_threads"] == auto_threads(row["batch_size"])
         assert row["threaded_ms_per_step"] > 0
     table = (tmp_path / "train_step.md").read_text()
     assert "| small: L=4" in table and "ms/step" in table

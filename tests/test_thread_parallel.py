@@ -122,3 +122,12 @@ def test_training_with_threads_matches_one_thread():
         TrainConfig(threads=-1)
     with pytest.raises(ValueError, match="not both"):
         TrainConfig(batch_size=4, workers=2, threads=2)
+
+
+def test_auto_threads_stay_within_cores_batch_and_cap(monkeypatch):
+    import minitransformer.thread_parallel as tp_module
+    monkeypatch.setattr(tp_module, "available_cores", lambda: 16)
+    assert tp_module.auto_threads(12) == tp_module.MAX_AUTO_THREADS
+    assert tp_module.auto_threads(2) == 2
+    monkeypatch.setattr(tp_module, "available_cores", lambda: 1)
+    assert tp_module.auto_threads(12) == 1

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np  # benchmark harness: host timing and the matmul-rate probe
 
 from .. import backend
-from ..thread_parallel import available_cores
+from ..thread_parallel import auto_threads, available_cores
 
 CONFIGS = {
     "small": dict(n_layer=4, n_head=4, d_model=128, block_size=64, batch_size=12, vocab_size=65),
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         cfg = CONFIGS[name]
         tokens = cfg["batch_size"] * cfg["block_size"]
         contenders = {"ours": ours_step(cfg, args.device)}
-        split = min(threads, cfg["batch_size"]) if args.device == "cpu" else 1
+        split = auto_threads(cfg["batch_size"]) if args.device == "cpu" else 1   # as the trainer splits
         if split > 1:
             contenders["threaded"] = ours_step(cfg, args.device, threads=split)
         torch_fn = None if (args.no_torch or args.device != "cpu") else torch_step(cfg, threads)
