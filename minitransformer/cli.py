@@ -30,7 +30,7 @@ def _add_train(sub):
     p.add_argument("--workers", type=int, help="data-parallel worker processes on the CPU "
                    "(they split each batch)")
     p.add_argument("--threads", type=int, help="CPU threads that split each batch (default 0: one "
-                   "per core, at most 4; 1: a single thread)")
+                   "per core when the model is large enough to gain, at most 4; 1: a single thread)")
     p.add_argument("--out", metavar="DIR", help="output directory for checkpoint and metrics "
                    "(default: runs/PRESET)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")

@@ -34,8 +34,11 @@ from .nn.dropout import reseed_replica
 
 
 # Every replica runs as many Python-level operations as the whole model would (only the arrays are
-# smaller), and those run one thread at a time under the interpreter lock; past a few threads they
-# mostly wait for it. The trainer's default therefore stops at this many.
+# smaller), and those run one thread at a time under the interpreter lock. So threads pay off only
+# when each shard's arrays are large enough for the array work to dominate: at least this many
+# activation elements (sequences x positions x width) per thread, from the crossover measured in
+# docs/figures/tables/data_parallel_sizes.md; and past a few threads they mostly wait for the lock.
+MIN_ELEMENTS_PER_THREAD = 32768
 MAX_AUTO_THREADS = 4
 
 
@@ -44,10 +47,12 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def auto_threads(batch_size: int) -> int:
-    """The trainer's default thread count: one per core, at most one per sequence of the batch and
-    at most MAX_AUTO_THREADS."""
-    return max(1, min(available_cores(), batch_size, MAX_AUTO_THREADS))
+def auto_threads(batch_size: int, block_size: int, d_model: int) -> int:
+    """The trainer's default thread count: one per core, but at most one per sequence of the batch,
+    at most MAX_AUTO_THREADS, and only as many as give each thread MIN_ELEMENTS_PER_THREAD activation
+    elements (a small model trains fastest on one thread)."""
+    by_size = batch_size * block_size * d_model // MIN_ELEMENTS_PER_THREAD
+    return max(1, min(available_cores(), batch_size, MAX_AUTO_THREADS, by_size))
 
 
 def shard_bounds(batch: int, shards: int) -> list[tuple[int, int]]:

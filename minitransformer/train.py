@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = 1337                # weights, batches and dropout
     dtype: str = "float32"          # float32 or float64
     workers: int = 1                # data-parallel worker processes (CPU); the batch is split among them
-    threads: int = 0                # CPU threads the batch is split over (0: one per core, at most 4; 1: off)
+    threads: int = 0                # CPU threads the batch is split over (0: auto, see thread_parallel; 1: off)
     sample_tokens: int = 300        # characters generated per sample at the end
     num_samples: int = 2            # samples printed at the end
     temperature: float = 0.8        # sampling temperature for the samples
@@ -142,7 +142,8 @@ def _data_parallel(model, model_cfg, train_cfg: TrainConfig, device: str):
     if device != "cpu":
         return None
     from .thread_parallel import ThreadParallel, auto_threads
-    threads = min(train_cfg.threads or auto_threads(train_cfg.batch_size), train_cfg.batch_size)
+    threads = min(train_cfg.threads or auto_threads(train_cfg.batch_size, model_cfg.block_size, model_cfg.d_model),
+                  train_cfg.batch_size)
     return ThreadParallel(model, threads) if threads > 1 else None
 
 

@@ -19,8 +19,9 @@ def test_a_short_run_writes_json_and_markdown(tmp_path):
     meta = json.loads((tmp_path / "train_step.json").read_text())
     (row,) = meta["rows"]
     assert row["config"] == "small" and row["ms_per_step"] > 0 and 0 < row["gemm_share"]
-    if auto_threads(row["batch_size"]) > 1:               # the batch split the way the trainer splits it
-        assert row["split_threads"] == auto_threads(row["batch_size"])
+    split = auto_threads(row["batch_size"], row["block_size"], row["d_model"])
+    if split > 1:                                          # the batch split the way the trainer splits it
+        assert row["split_threads"] == split
         assert row["threaded_ms_per_step"] > 0
     table = (tmp_path / "train_step.md").read_text()
     assert "| small: L=4" in table and "ms/step" in table

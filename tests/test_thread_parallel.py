@@ -124,10 +124,12 @@ def test_training_with_threads_matches_one_thread():
         TrainConfig(batch_size=4, workers=2, threads=2)
 
 
-def test_auto_threads_stay_within_cores_batch_and_cap(monkeypatch):
+def test_auto_threads_stay_within_cores_batch_cap_and_size(monkeypatch):
     import minitransformer.thread_parallel as tp_module
     monkeypatch.setattr(tp_module, "available_cores", lambda: 16)
-    assert tp_module.auto_threads(12) == tp_module.MAX_AUTO_THREADS
-    assert tp_module.auto_threads(2) == 2
+    assert tp_module.auto_threads(12, 256, 384) == tp_module.MAX_AUTO_THREADS
+    assert tp_module.auto_threads(2, 256, 384) == 2            # one sequence per thread at most
+    assert tp_module.auto_threads(12, 64, 128) == 3            # 98,304 elements: 3 threads' worth
+    assert tp_module.auto_threads(8, 32, 32) == 1              # a tiny model stays on one thread
     monkeypatch.setattr(tp_module, "available_cores", lambda: 1)
-    assert tp_module.auto_threads(12) == 1
+    assert tp_module.auto_threads(12, 256, 384) == 1

@@ -236,7 +236,8 @@ def main(argv=None) -> int:
         cfg = CONFIGS[name]
         tokens = cfg["batch_size"] * cfg["block_size"]
         contenders = {"ours": ours_step(cfg, args.device)}
-        split = auto_threads(cfg["batch_size"]) if args.device == "cpu" else 1   # as the trainer splits
+        split = (auto_threads(cfg["batch_size"], cfg["block_size"], cfg["d_model"])   # as the trainer splits
+                 if args.device == "cpu" else 1)
         if split > 1:
             contenders["threaded"] = ours_step(cfg, args.device, threads=split)
         torch_fn = None if (args.no_torch or args.device != "cpu") else torch_step(cfg, threads)

@@ -4,7 +4,9 @@ Measures, with the real ThreadParallel and DataParallel: the largest difference 
 gradient of R shards (threads or worker processes) and the single-thread gradient of the whole batch
 (float64), and the median forward+backward time of the small GPT run on one thread (BLAS on 2
 threads), split over 2 threads (1 BLAS thread each) and split over 2 worker processes, timed in
-alternating blocks so that a change of the shared machine's speed hits all three.
+alternating blocks so that a change of the shared machine's speed hits all three; then, for models
+of growing size, when splitting the batch over 2 threads pays off (the threshold of
+`thread_parallel.auto_threads`).
 """
 import functools
 import time
@@ -68,6 +70,32 @@ def step_times(steps: int = 30, rounds: int = 3) -> dict:
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
+SIZES = [(32, 8, 32), (64, 8, 32), (128, 4, 64), (128, 12, 32), (64, 16, 64), (128, 12, 64), (256, 8, 64)]
+
+
+def thread_speedup(C: int, B: int, T: int, seconds: float = 0.4, rounds: int = 3) -> tuple:
+    """(one-thread ms, two-thread ms) of forward+backward of a 2-layer GPT of width C on a (B, T)
+    batch: medians of alternating blocks of `seconds` each."""
+    cfg = GPTConfig(vocab_size=65, block_size=T, n_layer=2, n_head=max(1, C // 32), d_model=C)
+    one, split = GPT(cfg, seed=0), ThreadParallel(GPT(cfg, seed=0), 2)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 65, (B, T)), rng.integers(0, 65, (B, T))
+    run = {"one": lambda: (one.forward(x, y), one.backward(), one.zero_grad()),
+           "two": lambda: (split.forward_backward(x, y), split.model.zero_grad())}
+    times = {name: [] for name in run}
+    with split:
+        for _ in range(rounds):
+            for name, step in run.items():
+                for _ in range(3):                                  # warm up
+                    step()
+                n, t = 0, time.perf_counter()
+                while time.perf_counter() - t < seconds:
+                    step()
+                    n += 1
+                times[name].append((time.perf_counter() - t) / n)
+    return float(np.median(times["one"])) * 1e3, float(np.median(times["two"])) * 1e3
+
+
 def main():
     backend.tune_host_allocator()
     rows = [[str(r), f"{gradient_agreement(ThreadParallel, r):.1e}", f"{gradient_agreement(DataParallel, r):.1e}"]
@@ -85,6 +113,15 @@ def main():
                   f"{t['one'] / t['processes']:.2f}x"]],
                 note="Median of 30 steps per setting, timed in alternating blocks; batch 12 x 64 tokens, "
                      "float32, on this 2-core machine. Produced by `docs/figures/scripts/data_parallel.py`.")
+    rows = []
+    for C, B, T in SIZES:
+        t_one, t_two = thread_speedup(C, B, T)
+        rows.append([f"C={C}, B={B}, T={T}", f"{B * T * C // 2:,}", f"{t_one:.2f}", f"{t_two:.2f}",
+                     f"{t_one / t_two:.2f}x"])
+    write_table("data_parallel_sizes", ["2-layer GPT", "activation elements per thread (B*T*C/2)",
+                                        "1 thread, ms", "2 threads, ms", "speed-up"], rows,
+                note="Forward + backward, float32, medians of alternating blocks on this 2-core machine. "
+                     "Produced by `docs/figures/scripts/data_parallel.py`.")
 
 
 if __name__ == "__main__":
