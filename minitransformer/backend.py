@@ -200,8 +200,9 @@ def _find_host_blas():
         return _host_blas
     _host_blas = None
     try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if ".so" in line})
+        with open("/proc/self/maps") as maps:          # address perms offset dev inode path
+            fields = (line.split(maxsplit=5) for line in maps)
+            paths = sorted({f[5].strip() for f in fields if len(f) == 6 and ".so" in f[5]})
     except OSError:
         return None
     for path in paths:
