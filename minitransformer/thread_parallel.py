@@ -18,8 +18,10 @@ sum of theirs: the gradient of the whole batch, up to float rounding (the sums a
 order). Replica 0 is the model itself; the others add their gradients into it after the pass.
 
 During the pass the host BLAS is held to one thread, so that $R$ threads use $R$ cores instead of
-$R$ times BLAS's own threads. Small models gain the most: their step has many short elementwise
-operations that NumPy runs on one core and BLAS does not parallelise. The multi-process
+$R$ times BLAS's own threads. What the threads win is the work BLAS does not parallelise: the
+elementwise operations NumPy runs on one core, and the attention's many small matrix products. What
+they pay is the lock: every replica runs all of the model's Python-level operations, one thread at a
+time. So a model gains only when its arrays are large enough (`auto_threads`). The multi-process
 `DataParallel` (``parallel.py``) does the same with processes, at the price of copying weights and
 gradients through shared memory every step.
 """
