@@ -3,12 +3,12 @@
 Reports, measured in the same run:
 * our tokens/s and the achieved FLOP rate as a fraction of this machine's float32 matmul rate, with
   the step run on one Python thread (BLAS on every core) and, on the CPU, with the batch split over
-  one thread per core (`ThreadParallel`, one BLAS thread each), the way `minitransformer train` runs;
+  threads (`ThreadParallel`, one BLAS thread each) the way `minitransformer train` splits it;
 * the split of the step between matrix multiplies and everything else (the step's own GEMMs are
   replayed alone with the same shapes and timed);
 * where PyTorch is installed, the identical model in PyTorch eager on the CPU with the same number
   of threads, and our throughput as a ratio to it. The two frameworks run in alternating blocks of
-  steps so that a change in the shared machine's speed during the run hits both.
+  steps so that a change in the shared machine's speed during the run hits all of them.
 
 Writes JSON and Markdown (default: docs/benchmarks/train_step.{json,md}).
 """
