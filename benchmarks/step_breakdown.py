@@ -6,8 +6,8 @@ causal attention (its (T, T) products and softmax) and the AdamW update of every
 call, multiplied by the calls one step makes, give milliseconds per step for each piece. They are
 measured with the data already in cache, so they add up to less than a real step.
 
-Times are medians over alternating blocks (ours, PyTorch, ours, ...), so that a change of the shared
-machine's speed hits both. Without PyTorch only our column is filled.
+Times are medians over alternating blocks (ours, PyTorch, ours, ...; `time_alternating` of the
+train-step benchmark), so that a change of the shared machine's speed hits both. Without PyTorch only our column is filled.
 Usage: python benchmarks/step_breakdown.py [--config small|medium] [--repeats N]
 Writes docs/benchmarks/step_breakdown_CONFIG.{json,md}.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from minitransformer import backend  # noqa: E402
 from minitransformer.attention.scaled_dot_product import DenseAttention  # noqa: E402
-from minitransformer.benchmarking.train_step import CONFIGS  # noqa: E402
+from minitransformer.benchmarking.train_step import CONFIGS, time_alternating  # noqa: E402
 from minitransformer.models.gpt import GPT, GPTConfig  # noqa: E402
 from minitransformer.nn.functional.activations import gelu_backward, gelu_forward  # noqa: E402
 from minitransformer.nn.functional.layernorm import layernorm_backward, layernorm_forward  # noqa: E402
 from minitransformer.nn.functional.linear import linear_backward, linear_forward  # noqa: E402
 from minitransformer.optim import AdamW  # noqa: E402
 from minitransformer.thread_parallel import available_cores  # noqa: E402
+
+
+def step_pieces(L: int, C: int, linear, gelu, layernorm, attention, adamw) -> dict:
+    """piece name -> [(calls per step, closure)] of an L-layer GPT of width C, from one framework's
+    builders of the closures."""
+    return {"linear layers": [(L, linear(C, 3 * C)), (L, linear(C, C)), (L, linear(C, 4 * C)),
+                              (L, linear(4 * C, C))],
+            "GELU (exact)": [(L, gelu())], "LayerNorm": [(2 * L + 1, layernorm())],
+            "attention (causal)": [(L, attention())], "AdamW update": [(1, adamw())]}
 
 
 def ours_pieces(cfg: dict, rng) -> dict:
@@ -63,10 +71,7 @@ def ours_pieces(cfg: dict, rng) -> dict:
             p.grad[...] = f32(*p.shape)
         return AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1).step
 
-    return {"linear layers": [(L, linear(C, 3 * C)), (L, linear(C, C)), (L, linear(C, 4 * C)),
-                              (L, linear(4 * C, C))],
-            "GELU (exact)": [(L, gelu())], "LayerNorm": [(2 * L + 1, layernorm())],
-            "attention (causal)": [(L, attention())], "AdamW update": [(1, adamw())]}
+    return step_pieces(L, C, linear, gelu, layernorm, attention, adamw)
 
 
 def torch_pieces(cfg: dict, rng, threads: int):
@@ -119,25 +124,7 @@ def torch_pieces(cfg: dict, rng, threads: int):
             p.grad = t32(*p.shape)
         return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1).step
 
-    return {"linear layers": [(L, linear(C, 3 * C)), (L, linear(C, C)), (L, linear(C, 4 * C)),
-                              (L, linear(4 * C, C))],
-            "GELU (exact)": [(L, gelu())], "LayerNorm": [(2 * L + 1, layernorm())],
-            "attention (causal)": [(L, attention())], "AdamW update": [(1, adamw())]}
-
-
-def ms_per_step(pieces: list, repeats: int) -> float:
-    """Milliseconds per step of one block of calls of each (calls, closure): the median call times
-    the calls per step, summed."""
-    total = 0.0
-    for calls, run in pieces:
-        run()                                                        # warm up
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t)
-        total += calls * float(np.median(times))
-    return total * 1e3
+    return step_pieces(L, C, linear, gelu, layernorm, attention, adamw)
 
 
 def main(argv=None) -> int:
@@ -152,18 +139,17 @@ def main(argv=None) -> int:
     cfg = CONFIGS[args.config]
     rng = np.random.default_rng(0)
     ours, theirs = ours_pieces(cfg, rng), torch_pieces(cfg, rng, threads)
-    times = {name: {"ours": [], "torch": []} for name in ours}
-    for _ in range(args.rounds):
-        for name in ours:
-            times[name]["ours"].append(ms_per_step(ours[name], args.repeats))
-            if theirs is not None:
-                times[name]["torch"].append(ms_per_step(theirs[name], args.repeats))
+    times = {name: {"ours": 0.0, "torch": 0.0} for name in ours}
+    for name in ours:                      # ms per step: the median call times the calls per step
+        for i, (calls, run) in enumerate(ours[name]):
+            contenders = {"ours": run, "torch": theirs[name][i][1]} if theirs is not None else {"ours": run}
+            for framework, t in time_alternating(contenders, args.repeats * args.rounds, args.rounds).items():
+                times[name][framework] += calls * t * 1e3
     rows = []
     for name, t in times.items():
-        row = {"piece": name, "calls_per_step": sum(c for c, _ in ours[name]),
-               "ours_ms_per_step": float(np.median(t["ours"]))}
-        if t["torch"]:
-            row["torch_ms_per_step"] = float(np.median(t["torch"]))
+        row = {"piece": name, "calls_per_step": sum(c for c, _ in ours[name]), "ours_ms_per_step": t["ours"]}
+        if theirs is not None:
+            row["torch_ms_per_step"] = t["torch"]
             row["ratio_vs_torch"] = row["torch_ms_per_step"] / row["ours_ms_per_step"]
         rows.append(row)
         print(f"{name:20s} ours {row['ours_ms_per_step']:7.2f} ms/step"

@@ -38,8 +38,8 @@ from .nn.dropout import reseed_replica
 # Every replica runs as many Python-level operations as the whole model would (only the arrays are
 # smaller), and those run one thread at a time under the interpreter lock. So threads pay off only
 # when each shard's arrays are large enough for the array work to dominate: at least this many
-# activation elements (sequences x positions x width) per thread, from the crossover measured in
-# docs/figures/tables/data_parallel_sizes.md; and past a few threads they mostly wait for the lock.
+# activation elements (sequences x positions x width) per thread: the upper end of the break-even
+# measured in docs/figures/tables/data_parallel_sizes.md; past a few threads they mostly wait for it.
 MIN_ELEMENTS_PER_THREAD = 32768
 MAX_AUTO_THREADS = 4
 
@@ -96,9 +96,10 @@ class ThreadParallel:
         self.replicas = [model] + [_replica(model, r) for r in range(1, n_threads)]
         self.pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
 
-    def _sync(self) -> None:
+    def _sync(self) -> list:
         """Point every replica at the model's current parameter arrays and modes (the model may
-        have been given new arrays, by load_state_dict for example, or switched to eval)."""
+        have been given new arrays, by load_state_dict for example, or switched to eval); return
+        the model's parameters."""
         params = self.model.parameters()
         modules = list(self.model.modules())
         for replica in self.replicas[1:]:
@@ -106,6 +107,7 @@ class ThreadParallel:
                 q.data, q.requires_grad = p.data, p.requires_grad
             for m, n in zip(modules, replica.modules()):
                 n.training, n.keep_cache = m.training, m.keep_cache
+        return params
 
     def forward_backward(self, x, y, dloss: float = 1.0) -> float:
         """Add dloss times the gradient of the batch's mean loss into the model's Parameter.grad
@@ -114,7 +116,7 @@ class ThreadParallel:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"ThreadParallel: x and y must have the same batch size, got "
                              f"{x.shape[0]} and {y.shape[0]}")
-        self._sync()
+        params = self._sync()
         shards = shard_bounds(x.shape[0], self.n_threads)
         counted = [int((y[a:b] != self.ignore_index).sum()) for a, b in shards]
         total = max(sum(counted), 1)
@@ -137,7 +139,6 @@ class ThreadParallel:
             for replica in self.replicas[1:]:
                 replica.zero_grad()
             raise errors[0]
-        params = self.model.parameters()
         for replica in self.replicas[1:len(shards)]:           # all-reduce: sum into the model's
             for p, q in zip(params, replica.parameters()):
                 p.grad += q.grad

@@ -9,7 +9,6 @@ of growing size, when splitting the batch over 2 threads pays off (the threshold
 `thread_parallel.auto_threads`).
 """
 import functools
-import time
 
 from _common import write_table
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from minitransformer import backend
 from minitransformer.models.gpt import GPT, GPTConfig
+from minitransformer.benchmarking.train_step import time_alternating
 from minitransformer.parallel import DataParallel
 from minitransformer.thread_parallel import ThreadParallel
 
@@ -51,49 +51,36 @@ def step_times(steps: int = 30, rounds: int = 3) -> dict:
     models = {name: build("float32") for name in ("one", "threads", "processes")}
     tp = ThreadParallel(models["threads"], 2)
     dp = DataParallel(models["processes"], functools.partial(build, "float32"), 2)
-    run = {"one": lambda x, y: (models["one"].forward(x, y), models["one"].backward()),
-           "threads": tp.forward_backward, "processes": dp.forward_backward}
-    times = {name: [] for name in run}
+    passes = {"one": lambda x, y: (models["one"].forward(x, y), models["one"].backward()),
+              "threads": tp.forward_backward, "processes": dp.forward_backward}
+
+    def timed(name):
+        def step():
+            passes[name](rng.integers(0, 65, (12, 64)), rng.integers(0, 65, (12, 64)))
+            models[name].zero_grad()
+        return step
     try:
-        for _ in range(rounds):
-            for name, step in run.items():
-                for i in range(steps // rounds + 3):
-                    x, y = rng.integers(0, 65, (12, 64)), rng.integers(0, 65, (12, 64))
-                    t = time.perf_counter()
-                    step(x, y)
-                    if i >= 3:                                  # the first calls of a block warm up
-                        times[name].append(time.perf_counter() - t)
-                    models[name].zero_grad()
+        return time_alternating({name: timed(name) for name in passes}, steps, rounds, warmup=3)
     finally:
         tp.close()
         dp.close()
-    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 SIZES = [(32, 8, 32), (64, 8, 32), (128, 4, 64), (128, 12, 32), (64, 16, 64), (128, 12, 64), (256, 8, 64)]
 
 
-def thread_speedup(C: int, B: int, T: int, seconds: float = 0.4, rounds: int = 3) -> tuple:
+def thread_speedup(C: int, B: int, T: int, steps: int = 60, rounds: int = 3) -> tuple:
     """(one-thread ms, two-thread ms) of forward+backward of a 2-layer GPT of width C on a (B, T)
-    batch: medians of alternating blocks of `seconds` each."""
+    batch: medians of alternating blocks."""
     cfg = GPTConfig(vocab_size=65, block_size=T, n_layer=2, n_head=max(1, C // 32), d_model=C)
     one, split = GPT(cfg, seed=0), ThreadParallel(GPT(cfg, seed=0), 2)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 65, (B, T)), rng.integers(0, 65, (B, T))
     run = {"one": lambda: (one.forward(x, y), one.backward(), one.zero_grad()),
            "two": lambda: (split.forward_backward(x, y), split.model.zero_grad())}
-    times = {name: [] for name in run}
     with split:
-        for _ in range(rounds):
-            for name, step in run.items():
-                for _ in range(3):                                  # warm up
-                    step()
-                n, t = 0, time.perf_counter()
-                while time.perf_counter() - t < seconds:
-                    step()
-                    n += 1
-                times[name].append((time.perf_counter() - t) / n)
-    return float(np.median(times["one"])) * 1e3, float(np.median(times["two"])) * 1e3
+        t = time_alternating(run, steps, rounds, warmup=3)
+    return t["one"] * 1e3, t["two"] * 1e3
 
 
 def main():
