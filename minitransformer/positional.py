@@ -64,14 +64,30 @@ def sinusoidal_encoding(T: int, C: int, dtype=np.float32, device: str = "cpu"):
 
 
 class SinusoidalPositionalEncoding(Module):
-    """y = x + PE[offset:offset+T] with the fixed sinusoidal table; no parameters."""
+    """y = x + PE[offset:offset+T] with the fixed sinusoidal table; no parameters.
+
+    The table `pe` is a buffer that follows `.to(device, dtype)`, but it is never cast: whatever is
+    assigned to it only sets the dtype and device, and the table is rebuilt from its float64
+    definition. (Casting the float32 table up would leave float64 models with float32's rounding
+    error, up to 3e-8.)
+    """
 
     _buffers = ("pe",)
 
     def __init__(self, max_len: int, d_model: int):
         super().__init__()
         self.max_len, self.d_model = max_len, d_model
-        self.pe = sinusoidal_encoding(max_len, d_model)           # (max_len, C) float32, a buffer
+        self.pe = sinusoidal_encoding(max_len, d_model)           # (max_len, C) float32 to start with
+
+    @property
+    def pe(self):
+        """The (max_len, C) table in the module's dtype and on its device."""
+        return self._pe
+
+    @pe.setter
+    def pe(self, table):
+        # Module.to assigns the moved and cast buffer: keep its dtype and device, not its values
+        self._pe = sinusoidal_encoding(self.max_len, self.d_model, table.dtype, backend.device_of(table))
 
     def forward(self, x, offset: int = 0):
         T = _check_positions(x, "SinusoidalPositionalEncoding input", self.d_model, self.max_len, offset)

@@ -257,6 +257,24 @@ def test_softmax_stress(device):
     assert np.all(np.isfinite(host(log_softmax_backward(dev(np.ones((1, 3), np.float32), device), lcache))))
 
 
+def test_log_softmax_of_shifted_rows_is_accurate_in_float32(device):
+    """Rows near +300: log-softmax is computed as (x - m) - log sum exp(x - m), so the result (around
+    -2 to -8) keeps its float32 digits. Forming logsumexp(x) ~ 300 first rounds it to 1.5e-5, which was
+    measured at 40-110 ulps of the result."""
+    x = (np.random.default_rng(0).standard_normal((8, 64)) + 300).astype(np.float32)
+    ref = scipy.special.log_softmax(x.astype(np.float64), axis=-1)       # the same inputs, in float64
+    logp, _ = log_softmax_forward(dev(x, device))
+    assert host(logp).dtype == np.float32
+    ulp = np.spacing(np.abs(ref).astype(np.float32))                      # float32 ulp of each result
+    err = np.abs(host(logp) - ref)
+    assert np.all(err <= 4 * ulp), f"worst error {(err / ulp).max():.1f} ulps, expected <= 4"
+    # masked entries are -inf, a fully masked row is all -inf: never NaN
+    masked = np.array([[300.0, -np.inf, 301.0], [-np.inf, -np.inf, -np.inf]], np.float32)
+    out = host(log_softmax_forward(dev(masked, device))[0])
+    np.testing.assert_allclose(out[0, [0, 2]], [-math.log1p(math.e), -math.log1p(1 / math.e)], rtol=1e-6)
+    assert out[0, 1] == -np.inf and np.all(out[1] == -np.inf)
+
+
 # -- against PyTorch (float32, forward and backward) ----------------------------------------------
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_and_layernorm_match_torch(device, approximate):

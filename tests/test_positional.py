@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from minitransformer import backend
+from minitransformer.models.gpt import GPT, GPTConfig
+from minitransformer.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
 from minitransformer.positional import (LearnedPositionalEmbedding, SinusoidalPositionalEncoding,
                                         rope_backward, rope_forward, sinusoidal_encoding)
 
@@ -50,6 +52,40 @@ def test_sinusoidal_module_adds_with_offset(device):
     assert layer.num_parameters() == 0
     layer64 = SinusoidalPositionalEncoding(4, 6).to(device, "float64")
     assert layer64(dev(np.zeros((1, 4, 6)), device)).dtype == np.float64
+
+
+def _sinusoid_reference(T, C):
+    """The table straight from the definition, in float64: PE[t, 2i] = sin(t / 10000^(2i/C)), ..."""
+    t = np.arange(T, dtype=np.float64)[:, None]
+    i = np.arange(0, C, 2, dtype=np.float64)                     # 2i
+    angle = t / 10000.0 ** (i / C)
+    pe = np.empty((T, C))
+    pe[:, 0::2] = np.sin(angle)
+    pe[:, 1::2] = np.cos(angle[:, : C // 2])
+    return pe
+
+
+def test_sinusoidal_float64_models_get_the_exact_table(device):
+    """.to(dtype=float64) rebuilds the table in float64 instead of casting the float32 one (whose
+    rounding error, up to 3e-8, a float64 model would otherwise keep); float32 stays correctly rounded."""
+    T, C = 128, 48
+    ref = _sinusoid_reference(T, C)
+    layer = SinusoidalPositionalEncoding(T, C)
+    assert layer.pe.dtype == np.float32
+    assert np.abs(host(layer.pe) - ref).max() <= 2.0 ** -24       # half a float32 ulp of 1
+    layer.to(device, "float64")
+    assert layer.pe.dtype == np.float64 and backend.device_of(layer.pe) == device
+    assert np.abs(host(layer.pe) - ref).max() <= 1e-12
+    layer.to(dtype="float32").to(dtype="float64")                # a round trip through float32
+    assert np.abs(host(layer.pe) - ref).max() <= 1e-12
+    # the models that use it, cast as a whole
+    gpt = GPT(GPTConfig(vocab_size=11, block_size=T, n_layer=1, n_head=2, d_model=C,
+                        positional="sinusoidal")).to(device, "float64")
+    s2s = Seq2SeqTransformer(Seq2SeqConfig(max_src_len=T, max_tgt_len=16, n_layer=1, n_dec_layer=1,
+                                           n_head=2, d_model=C)).to(device, "float64")
+    for table, rows in ((gpt.wpe.pe, T), (s2s.src_pos.pe, T), (s2s.tgt_pos.pe, 16)):
+        assert table.dtype == np.float64
+        assert np.abs(host(table) - ref[:rows]).max() <= 1e-12
 
 
 def test_sinusoidal_errors(device):

@@ -16,7 +16,8 @@ Backward through the features (with $h = \Omega x - \|x\|^2/2 - c$, $f = M^{-1/2
 
 $$dh = df \odot f,\qquad dx = dh\,\Omega - \Big(\sum_m dh_m\Big) x,\qquad dq = D^{-1/4} dx.$$
 
-Orthogonal features: blocks of $D$ rows from the QR decomposition of Gaussian matrices, each row
+Orthogonal features: blocks of $D$ rows from the QR decomposition $G = QR$ of Gaussian matrices,
+with the signs fixed so that $\operatorname{diag}(R) > 0$ (only then is $Q$ uniformly distributed), each row
 rescaled to a norm drawn from the chi distribution with $D$ degrees of freedom (the norm of a
 Gaussian vector), so each row is still marginally $N(0, I)$ while rows within a block are exactly
 orthogonal.
@@ -45,7 +46,11 @@ def draw_features(rng: np.random.Generator, n_features: int, head_dim: int,
     blocks = []
     for _ in range(-(-n_features // head_dim)):             # ceil(M / D) blocks of D orthogonal rows
         g = rng.standard_normal((head_dim, head_dim))
-        qmat, _ = np.linalg.qr(g)                          # columns orthonormal
+        qmat, r = np.linalg.qr(g)                          # columns orthonormal
+        # QR fixes Q only up to column signs, and LAPACK's choice depends on g (Q[0, 0] is always
+        # negative, so the first row of every block leans away from the first axis). With
+        # diag(R) > 0 the factorisation is unique and Q is uniform over rotations (Haar).
+        qmat = qmat * np.sign(np.diag(r))                  # (D, D) * (D,): column j times sign(R_jj)
         blocks.append(qmat.T)                              # rows orthonormal, (D, D)
     omega = np.concatenate(blocks, axis=0)[:n_features]    # (M, D)
     norms = np.linalg.norm(rng.standard_normal((n_features, head_dim)), axis=1)   # chi(D) samples

@@ -2,7 +2,9 @@ r"""Softmax and log-softmax along the last axis, computed stably.
 
 Forward:   $y_i = e^{x_i - m} / \sum_j e^{x_j - m}$ with $m = \max_j x_j$ (the shift changes nothing
 mathematically and keeps every exponent $\le 0$, so nothing overflows);
-$\log y_i = x_i - m - \log \sum_j e^{x_j - m}$.
+$\log y_i = (x_i - m) - \log \sum_j e^{x_j - m}$, in that order: $x_i - m$ is exact near the top of the
+row, whereas $\operatorname{logsumexp}(x) = m + \log\sum_j e^{x_j - m}$ is rounded at the size of $m$
+(at $m = 300$ in float32, up to $1.5 \cdot 10^{-5}$: 30 to 120 ulps of a log-probability between $-8$ and $-1$).
 
 Backward:  softmax $dx = y \odot (dy - \sum_j dy_j y_j)$;  log-softmax $dx = dy - y \sum_j dy_j$.
 
@@ -57,13 +59,13 @@ def softmax_backward(dy, cache: SoftmaxCache):
 
 # --8<-- [start:log_softmax]
 def log_softmax_forward(x):
-    """log softmax(x) = x - logsumexp(x) along the last axis."""
+    """log softmax(x) = (x - m) - log sum_j exp(x_j - m) along the last axis, m the row maximum."""
     xp = get_array_module(x)
     e, s, m = shifted_exp(x, xp)
-    xp.maximum(s, 1, out=s)                            # all -inf rows: log-softmax -inf, not NaN
-    lse = xp.log(s)                                    # (..., 1)
-    lse += m                                           # logsumexp(x)
-    logp = xp.subtract(x, lse, out=e)                  # reuse the exp buffer for the output
+    xp.maximum(s, 1, out=s)                            # all -inf rows: log 1 = 0, log-softmax -inf, not NaN
+    # never form logsumexp(x) = m + log s: rounded at the size of m, it would bury a small result
+    logp = xp.subtract(x, m, out=e)                    # (..., V) x - m, exact near the row top; reuses e
+    logp -= xp.log(s)                                  # (..., V) - (..., 1), log s in [0, log V]
     return logp, LogSoftmaxCache(logp)
 
 
