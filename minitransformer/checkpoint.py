@@ -1,10 +1,16 @@
-"""Checkpoints: one safetensors file holding the weights, the optimizer state and (as metadata)
-the configuration, tokenizer, step and random-generator state. A readable `config.json` copy is
-written beside it.
+"""Checkpoints of any registered model: one safetensors file holding the weights and buffers, the
+optimizer state and (as metadata) the model's kind and config, the tokenizer, the task and the
+training state (step, random generators, validation losses). A readable `config.json` is written
+beside it.
+
+A run directory holds two: ``checkpoint.safetensors``, the *last* one (resume continues from it), and
+``best.safetensors``, the one with the lowest validation loss so far (what `generate` and
+`compress` load by default).
 
 Written atomically (temporary file, fsync, rename), so a crash mid-write leaves the previous
-checkpoint intact. Verified on load: a SHA-256 of every tensor is stored in the metadata and
-recomputed, so a corrupted or truncated file raises CheckpointError instead of loading garbage.
+checkpoint intact; temporary files a killed run left behind are removed by ``clean_run_dir``.
+Verified on load: a SHA-256 of every tensor *and* of the metadata is stored and recomputed, so a
+corrupted, truncated or edited file raises CheckpointError instead of loading something else.
 """
 from __future__ import annotations
 
@@ -16,21 +22,25 @@ from pathlib import Path
 
 import numpy as np  # I/O at the edge: checkpoints are host arrays
 
-FORMAT_VERSION = 1
-FILENAME = "checkpoint.safetensors"
+FORMAT_VERSION = 2
+LAST = "checkpoint.safetensors"
+BEST = "best.safetensors"
+READABLE = "config.json"
 
 
 class CheckpointError(ValueError):
     """The checkpoint is missing, unreadable, corrupted or from another configuration."""
 
 
-def _digest(tensors: dict) -> str:
+def _digest(tensors: dict, meta: dict) -> str:
+    """SHA-256 of every tensor (name, dtype, shape, bytes) and of the metadata as canonical JSON."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
         h.update(name.encode())
         h.update(str(a.dtype).encode() + str(a.shape).encode())
         h.update(a.tobytes())
+    h.update(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode())
     return h.hexdigest()
 
 
@@ -58,6 +68,19 @@ def _atomic_write(path: Path, write) -> None:
         pass
 
 
+def checkpoint_file(path, which: str = "last") -> Path:
+    """The file of a checkpoint path: a .safetensors file as given, or in a run directory the last
+    checkpoint (which="last") or the best one (which="best", the last when there is no best)."""
+    if which not in ("last", "best"):
+        raise ValueError(f"checkpoint: which must be 'last' or 'best', got {which!r}")
+    path = Path(path)
+    if path.suffix == ".safetensors" or not path.is_dir():
+        return path if path.suffix == ".safetensors" else path / LAST
+    if which == "best" and (path / BEST).is_file():
+        return path / BEST
+    return path / LAST
+
+
 # --8<-- [start:save]
 def save_checkpoint(path, model_state: dict, meta: dict, optimizer_state: dict | None = None) -> Path:
     """Write weights (+ optimizer arrays under 'optimizer/') and JSON-able `meta` to `path`.
@@ -68,27 +91,27 @@ def save_checkpoint(path, model_state: dict, meta: dict, optimizer_state: dict |
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        path = path / FILENAME
+        path = path / LAST
     tensors = {f"model/{k}": np.ascontiguousarray(v) for k, v in model_state.items()}
     for k, v in (optimizer_state or {}).items():
         tensors[f"optimizer/{k}"] = np.ascontiguousarray(v)
-    meta = {**meta, "format_version": FORMAT_VERSION, "sha256": _digest(tensors)}
-    metadata = {"minitransformer": json.dumps(meta)}
+    meta = {k: v for k, v in meta.items() if k != "sha256"}
+    meta = json.loads(json.dumps({**meta, "format_version": FORMAT_VERSION}))   # exactly what load sees
+    metadata = {"minitransformer": json.dumps({**meta, "sha256": _digest(tensors, meta)})}
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-    readable = {k: v for k, v in meta.items() if k not in ("rng", "sha256")}
-    _atomic_write(path.parent / "config.json",
-                  lambda tmp: Path(tmp).write_text(json.dumps(readable, indent=2) + "\n"))
+    if path.name == LAST:
+        readable = {k: v for k, v in meta.items() if k != "rng"}
+        _atomic_write(path.parent / READABLE,
+                      lambda tmp: Path(tmp).write_text(json.dumps(readable, indent=2) + "\n"))
     return path
 # --8<-- [end:save]
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, which: str = "last"):
     """Return (model_state, optimizer_state, meta) after verifying the file; raise CheckpointError."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / FILENAME
+    path = checkpoint_file(path, which)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}")
     try:
@@ -103,12 +126,69 @@ def load_checkpoint(path):
         meta = json.loads(raw_meta)
     except json.JSONDecodeError as err:
         raise CheckpointError(f"checkpoint {str(path)!r}: metadata is not valid JSON ({err})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {str(path)!r}: format version {meta.get('format_version')}, "
-                              f"expected {FORMAT_VERSION}")
-    if _digest(tensors) != meta.get("sha256"):
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: its tensors do not match the "
-                              "SHA-256 stored when it was written")
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint {str(path)!r}: format version {version}, expected "
+                              f"{FORMAT_VERSION} (written by another version of minitransformer)")
+    stored = meta.pop("sha256", None)
+    if _digest(tensors, meta) != stored:
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted or was edited: its tensors and "
+                              "metadata do not match the SHA-256 stored when it was written")
     model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
     optimizer_state = {k[len("optimizer/"):]: v for k, v in tensors.items() if k.startswith("optimizer/")}
     return model_state, optimizer_state, meta
+
+
+def load_model(path, device: str = "cpu", dtype=None, which: str = "best"):
+    """(model, meta) from a checkpoint of any registered family: the model its metadata describes,
+    with the saved weights and buffers, on `device` in `dtype` (default: the training dtype)."""
+    from .models.registry import model_from_description
+
+    state, _, meta = load_checkpoint(path, which)
+    if "model" not in meta:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not describe its model (no 'model' entry)")
+    try:
+        model = model_from_description(meta["model"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: cannot build its model: {err}") from None
+    model.to(device, dtype or meta.get("train_config", {}).get("dtype", "float32"))
+    try:
+        model.load_state_dict(state)
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {err}") from None
+    return model, meta
+
+
+def tokenizer_of(meta: dict, path="the checkpoint"):
+    """The tokenizer a checkpoint recorded, or CheckpointError when it has none."""
+    from .data.tokenizer import CharTokenizer
+    if not meta.get("tokenizer"):
+        raise CheckpointError(f"{path} records no tokenizer (its model, {meta.get('model', {}).get('kind')!r}, "
+                              "was not trained on text)")
+    return CharTokenizer.from_dict(meta["tokenizer"])
+
+
+# -- run directories ------------------------------------------------------------------------------
+RUN_FILES = (LAST, BEST, READABLE, "metrics.jsonl")
+
+
+def clean_run_dir(out_dir) -> list[Path]:
+    """Remove the temporary files that a killed run left in `out_dir`; return them."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    stale = [p for name in (LAST, BEST, READABLE) for p in out_dir.glob(f"{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def holds_run(out_dir) -> bool:
+    """True when `out_dir` already holds a training run (a checkpoint or metrics)."""
+    return any((Path(out_dir) / name).exists() for name in RUN_FILES)
+
+
+def remove_run(out_dir) -> None:
+    """Delete a run's files from `out_dir` (for --overwrite); other files are left alone."""
+    for name in RUN_FILES:
+        (Path(out_dir) / name).unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 Every subcommand has --help. Examples:
 
     minitransformer train                               # the default: small GPT, built-in corpus, CPU
+    minitransformer train --model seq2seq               # the encoder-decoder on its synthetic task
     minitransformer train --data input.txt --device cuda --steps 5000
     minitransformer generate --checkpoint runs/default --prompt "def " --top-p 0.9
     minitransformer gradcheck                           # every registered layer, block and model
@@ -11,89 +12,133 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+BENCHMARKS = {
+    "attention": "attention kernels: time, memory and error against exact attention as N grows",
+    "train-step": "training-step throughput against the matmul rate and PyTorch",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("minitransformer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _families_help() -> str:
+    from .models.registry import model_families
+    from .presets import PRESETS
+    lines = ["model families (--model):"]
+    for name, fam in model_families().items():
+        presets = ", ".join(PRESETS.get(name, {})) or "none"
+        lines.append(f"  {name:9s} {fam.summary}; presets: {presets}")
+    return "\n".join(lines)
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a GPT (default: a small model on the built-in corpus)",
-                       description="Train a character-level GPT with hand-written backpropagation.")
-    p.add_argument("--preset", default="default", help="named configuration (default, tiny, "
-                   "shakespeare-cpu, shakespeare-gpu); default: %(default)s")
-    p.add_argument("--config", metavar="FILE", help="TOML or JSON file with [model] and [train] tables")
-    p.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (default: the "
+    p = sub.add_parser("train", help="train a model (default: a small GPT on the built-in corpus)",
+                       description="Train any registered model family with hand-written backpropagation, "
+                                   "through the one training loop.",
+                       epilog=_families_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="model family (default: gpt, or the config file's `family`)")
+    p.add_argument("--preset", help="named configuration of that family (default: default)")
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON file with family, preset, [model] and [train]")
+    p.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (text models; default: the "
                    "built-in corpus of Python standard-library docstrings)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
-    p.add_argument("--steps", type=int, help="number of optimizer steps")
+    p.add_argument("--steps", type=int, help="total number of optimizer steps (on --resume too: the run "
+                   "continues up to this step)")
     p.add_argument("--batch-size", type=int, help="sequences per batch")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--attention", help="attention kernel name (see `minitransformer gradcheck --list`)")
-    p.add_argument("--seed", type=int, help="random seed (weights, batches)")
+    p.add_argument("--attention", help="attention kernel name, GPT only (see `minitransformer gradcheck --list`)")
+    p.add_argument("--seed", type=int, help="random seed (weights, batches, dropout)")
     p.add_argument("--workers", type=int, help="data-parallel worker processes on the CPU "
                    "(they split each batch)")
     p.add_argument("--threads", type=int, help="CPU threads that split each batch (default 0: one "
                    "per core when the model is large enough to gain, at most 4; 1: a single thread)")
-    p.add_argument("--out", metavar="DIR", help="output directory for checkpoint and metrics "
-                   "(default: runs/PRESET)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--out", metavar="DIR", help="output directory for checkpoints and metrics "
+                   "(default: runs/PRESET, or runs/MODEL-PRESET for other families)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args):
     from . import backend
-    from .config import load_run_config
-    from .data.corpus import default_corpus, load_text
-    from .train import train
+    from .generate import check_sampling, sample_texts
+    from .presets import TEXT_FAMILIES, load_run_config, start_run
 
     overrides = {"model": {}, "train": {}}
-    for key, section, name in (("steps", "train", "steps"), ("batch_size", "train", "batch_size"),
-                               ("lr", "train", "lr"), ("seed", "train", "seed"),
-                               ("workers", "train", "workers"), ("threads", "train", "threads"),
-                               ("attention", "model", "attention")):
+    for key, section in (("steps", "train"), ("batch_size", "train"), ("lr", "train"), ("seed", "train"),
+                         ("workers", "train"), ("threads", "train"), ("attention", "model")):
         if getattr(args, key) is not None:
-            overrides[section][name] = getattr(args, key)
-    model_cfg, train_cfg = load_run_config(args.preset, args.config, overrides)
+            overrides[section][key] = getattr(args, key)
+    family, model_cfg, train_cfg = load_run_config(args.model, args.preset, args.config, overrides)
+    if family in TEXT_FAMILIES and train_cfg.num_samples:   # sampling settings checked before training
+        check_sampling(train_cfg.sample_tokens, train_cfg.temperature, train_cfg.top_k or None, None,
+                       num_samples=train_cfg.num_samples)
     backend.check_device(args.device)                     # fail before reading any data
-    text = load_text(args.data) if args.data else default_corpus()
-    out = args.out or f"runs/{args.preset}"
-    print(f"training on {args.data or 'the built-in corpus'} ({len(text):,} characters), "
-          f"device {args.device}, output {out}")
-    result = train(model_cfg, train_cfg, text, out_dir=out, device=args.device, resume=args.resume,
-                   progress=not args.no_progress)
+    preset = args.preset or "default"
+    out = args.out or (f"runs/{preset}" if family == "gpt" else f"runs/{family}-{preset}")
+    source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")
+    print(f"training {family} on {source}, device {args.device}, output {out}")
+    result = start_run(family, model_cfg, train_cfg, args.data, out_dir=out, device=args.device,
+                       resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     final = result["history"][-1] if result["history"] else None
     if final:
-        print(f"\nfinal validation loss {final['val_loss']:.4f} (unigram baseline "
-              f"{result['unigram_baseline']:.4f}); checkpoint in {out}")
-    for i, sample in enumerate(result["samples"]):
-        print(f"\n--- sample {i + 1} ---\n{sample}")
+        baseline = result["baseline"]
+        extra = f" (baseline {baseline:.4f})" if baseline is not None else ""
+        print(f"\nfinal validation loss {final['val_loss']:.4f}{extra}; best {result['best_val_loss']:.4f}; "
+              f"checkpoints in {out}")
+    tokenizer = getattr(result["task"], "tokenizer", None)
+    if result["model"].can_generate and tokenizer is not None:
+        samples = sample_texts(result["model"], tokenizer, train_cfg.num_samples, train_cfg.sample_tokens,
+                               train_cfg.temperature, train_cfg.top_k or None, seed=train_cfg.seed)
+        for i, sample in enumerate(samples):
+            print(f"\n--- sample {i + 1} ---\n{sample}")
 
 
 def _add_generate(sub):
     p = sub.add_parser("generate", help="sample text from a trained checkpoint",
                        description="Generate text with greedy, temperature, top-k or top-p sampling "
-                                   "(KV cache on by default).")
+                                   "(KV cache on by default).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="checkpoint directory or file (from `train` or `compress`)")
-    p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+                   help="run directory (its best checkpoint) or .safetensors file (from `train` or `compress`)")
+    p.add_argument("--prompt", default="\n", help="text to continue (must not be empty)")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to generate per sample")
+    p.add_argument("--temperature", type=float, default=0.8, help="divides the logits; lower is more "
+                   "conservative (> 0)")
+    p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="sample only within the smallest set of "
+                   "tokens whose probability reaches p (nucleus), in (0, 1]")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples to print")
     p.add_argument("--no-cache", action="store_true", help="recompute the context at every step")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to run")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampling")
     p.set_defaults(func=_run_generate)
 
 
 def _run_generate(args):
-    import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
+    import numpy as np  # host side only: the prompt's token ids
 
     from . import backend
+    from .checkpoint import tokenizer_of
     from .compress.io import load_compressed
-    from .generate import generate
+    from .generate import check_can_generate, check_sampling, generate
 
-    model, tokenizer, _ = load_compressed(args.checkpoint, args.device)   # plain or compressed
+    check_sampling(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.greedy, args.num_samples)
+    if not args.prompt:
+        raise ValueError("--prompt is empty: give at least one character to continue (the default is a newline)")
+    backend.check_device(args.device)
+    model, meta = load_compressed(args.checkpoint, args.device)   # plain or compressed, any family
+    check_can_generate(model)
+    tokenizer = tokenizer_of(meta, args.checkpoint)
     ids = tokenizer.encode(args.prompt)[-model.config.block_size:]
     idx = backend.to_device(np.tile(ids, (args.num_samples, 1)).astype(np.int64), args.device)
     out = generate(model, idx, args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
@@ -107,7 +152,7 @@ def _add_gradcheck(sub):
                        description="Compare every hand-written backward pass with central "
                                    "differences in float64; exit 1 if any fails.")
     p.add_argument("names", nargs="*", help="only these cases (default: all)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
     p.add_argument("--list", action="store_true", help="list the registered cases and attention kernels")
     p.set_defaults(func=_run_gradcheck)
 
@@ -138,14 +183,22 @@ def _run_gradcheck(args):
 
 
 def _add_bench(sub):
-    p = sub.add_parser("bench", help="run a benchmark (attention scaling, training step)",
-                       description="Benchmarks; each writes JSON and Markdown results.")
-    p.add_argument("which", choices=["attention", "train-step"], help="which benchmark")
+    p = sub.add_parser("bench", help="run a benchmark (attention scaling, training step); alone, list them",
+                       description="Benchmarks; each writes JSON and Markdown results (and a plot with "
+                                   "matplotlib) into --out, by default the current directory.",
+                       epilog="benchmarks:\n" + "\n".join(f"  {k:11s} {v}" for k, v in BENCHMARKS.items()),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("which", nargs="?", choices=list(BENCHMARKS), help="which benchmark (none: list them)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark (try -- --help)")
     p.set_defaults(func=_run_bench)
 
 
 def _run_bench(args):
+    if args.which is None:
+        print("benchmarks (run `minitransformer bench NAME -- --help` for a benchmark's options):")
+        for name, summary in BENCHMARKS.items():
+            print(f"  {name:11s} {summary}")
+        return 0
     rest = [a for a in args.rest if a != "--"]
     if args.which == "attention":
         from .benchmarking.attention_scaling import main as bench_main
@@ -162,6 +215,7 @@ def _add_compress(sub):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitransformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"minitransformer {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_generate(sub)
@@ -171,11 +225,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raised_by_the_package(err: BaseException) -> bool:
+    """True when the innermost frame of the traceback is minitransformer's own code: a check at the
+    door that raised on purpose. A ValueError from inside NumPy (a broadcasting bug, say) is not."""
+    tb = err.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    package = Path(__file__).resolve().parent
+    try:
+        return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv=None) -> int:
+    from . import backend
+    from .checkpoint import CheckpointError
+    from .train import TrainingDiverged
+
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as err:
+    except KeyboardInterrupt:
+        print(f"minitransformer {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (CheckpointError, TrainingDiverged, backend.DeviceError) as err:
+        print(f"minitransformer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:                        # a file that cannot be read or written: the environment
+        where = f" {err.filename!r}" if getattr(err, "filename", None) else ""
+        print(f"minitransformer {args.command}: error:{where} {err.strerror or err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, RuntimeError) as err:
+        if not _raised_by_the_package(err):
+            raise                                 # a bug: show the whole traceback
         print(f"minitransformer {args.command}: error: {err}", file=sys.stderr)
         return 2
     return int(code or 0)

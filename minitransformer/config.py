@@ -1,75 +1,64 @@
-"""Configuration files: TOML (or JSON) mapped onto the frozen dataclasses, with presets by name.
+"""Frozen configuration dataclasses to and from plain dicts (what TOML, JSON and checkpoints hold).
 
-A file has up to two tables, ``[model]`` (GPTConfig) and ``[train]`` (TrainConfig), and may name a
-``preset`` to start from:
-
-    preset = "default"
-    [model]
-    n_layer = 6
-    [train]
-    steps = 3000
-
-Unknown keys raise ValueError naming the key and the allowed ones.
+Unknown keys raise ValueError naming the key and the allowed ones; lists become tuples. Reading
+configuration *files* happens at the edge (``presets.py``, the CLI), never here or in models.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 
-def from_dict(cls, values: dict, where: str):
-    """Build dataclass `cls` from `values`, refusing unknown keys; lists become tuples."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def _clean(values: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def _check_keys(fields, values: dict, where: str) -> None:
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}")
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return cls(**clean)
+
+
+def from_dict(cls, values: dict, where: str):
+    """Build dataclass `cls` from `values`, refusing unknown keys."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a table of settings, got {type(values).__name__}")
+    _check_keys({f.name for f in dataclasses.fields(cls)}, values, where)
+    return cls(**_clean(values))
 
 
 def replace(config, values: dict, where: str):
     """A copy of a frozen config with `values` changed, refusing unknown keys."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}")
-    clean = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    return dataclasses.replace(config, **clean)
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a table of settings, got {type(values).__name__}")
+    _check_keys({f.name for f in dataclasses.fields(config)}, values, where)
+    return dataclasses.replace(config, **_clean(values))
 
 
-def read_config_file(path) -> dict:
-    """Parse a TOML or JSON file into a dict; unreadable files raise a clear error."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        return json.loads(text)
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+def to_dict(config) -> dict:
+    """A JSON-able dict of a config dataclass (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
 
 
-def load_run_config(preset: str = "default", path=None, overrides: dict | None = None):
-    """(GPTConfig, TrainConfig) from a preset, then a config file, then explicit overrides."""
-    from .presets import PRESETS
-    data = read_config_file(path) if path else {}
-    unknown = sorted(set(data) - {"preset", "model", "train"})
-    if unknown:
-        raise ValueError(f"unknown top-level key(s) {unknown} in {path}; allowed: preset, model, train")
-    name = data.get("preset", preset)
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    model_cfg, train_cfg = PRESETS[name]
-    model_cfg = replace(model_cfg, data.get("model", {}), f"{path} [model]")
-    train_cfg = replace(train_cfg, data.get("train", {}), f"{path} [train]")
-    overrides = overrides or {}
-    model_cfg = replace(model_cfg, overrides.get("model", {}), "command-line model options")
-    train_cfg = replace(train_cfg, overrides.get("train", {}), "command-line train options")
-    return model_cfg, train_cfg
+def require_int(config, name: str, minimum: int = 1) -> None:
+    """config.<name> must be an integer >= minimum (a TOML string "100" is refused, naming the key)."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{type(config).__name__}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def require_number(config, name: str, low: float | None = None, high: float | None = None,
+                   low_open: bool = False, high_open: bool = False) -> None:
+    """config.<name> must be a finite real number in the given interval."""
+    value = getattr(config, name)
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value == value \
+        and abs(value) != float("inf")
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        allowed = f"in {lo}, {hi}" if low is not None and high is not None else \
+            (f">{'' if low_open else '='} {low}" if low is not None else f"<{'' if high_open else '='} {high}")
+        raise ValueError(f"{type(config).__name__}.{name} must be a finite number {allowed}, got {value!r}")

@@ -49,6 +49,42 @@ def sample_next(logits, rng: np.random.Generator, greedy: bool = False, temperat
 # --8<-- [end:sampling]
 
 
+def check_can_generate(model) -> None:
+    """Refuse, with the reason, a model that is not a causal language model."""
+    if not getattr(model, "can_generate", False):
+        kind = getattr(model, "kind", type(model).__name__)
+        raise ValueError(f"a {kind!r} model cannot generate text: sampling needs a causal language model "
+                         "(--model gpt)")
+
+
+def check_sampling(max_new_tokens: int = 1, temperature: float = 1.0, top_k=None, top_p=None,
+                   greedy: bool = False, num_samples: int = 1) -> None:
+    """Sampling settings at the door: each names the setting, the value and what is allowed."""
+    import math
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"the number of samples must be an integer >= 1, got {num_samples!r}")
+    if not greedy and not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0 (or use greedy decoding), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
+
+
+def sample_texts(model, tokenizer, num_samples: int, tokens: int, temperature: float = 0.8,
+                 top_k: int | None = None, seed: int = 0) -> list[str]:
+    """`num_samples` texts of `tokens` characters, each started from a newline (the training
+    report's samples)."""
+    if not (num_samples and tokens):
+        return []
+    start = tokenizer.stoi.get("\n", 0)
+    prompt = backend.to_device(np.full((num_samples, 1), start, dtype=np.int64), model.device)
+    out = generate(model, prompt, tokens, temperature=temperature, top_k=top_k or None, seed=seed)
+    return [tokenizer.decode(backend.to_numpy(row)[1:]) for row in out]
+
+
 # --8<-- [start:generate]
 def generate(model, idx, max_new_tokens: int, *, greedy: bool = False, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0,
@@ -60,12 +96,11 @@ def generate(model, idx, max_new_tokens: int, *, greedy: bool = False, temperatu
     queries (Reformer, BigBird) cannot use a cache and fall back to recomputation. Without it, every step recomputes the
     last block_size tokens (the reference the cache is tested against).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p}")
+    check_can_generate(model)
+    check_sampling(max_new_tokens, temperature, top_k, top_p, greedy)
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"generate: expected a non-empty prompt of token ids (B, T) with T >= 1, got shape "
+                         f"{tuple(idx.shape)}")
     xp = backend.get_array_module(idx)
     use_cache = use_cache and model.supports_kv_cache
     rng = np.random.default_rng(seed)

@@ -44,7 +44,7 @@ def unflatten(flat, arrays) -> None:
         offset += a.size
 
 
-def _worker(rank, build, conn, param_name, grad_name, n_params, dtype):
+def _worker(rank, build, task, conn, param_name, grad_name, n_params, dtype):
     params_shm = shared_memory.SharedMemory(name=param_name)
     grads_shm = shared_memory.SharedMemory(name=grad_name)
     backend.tune_host_allocator()                                       # as in the parent's training loop
@@ -58,13 +58,12 @@ def _worker(rank, build, conn, param_name, grad_name, n_params, dtype):
             message = conn.recv()
             if message is None:
                 break
-            x, y, dloss = message
+            shard, dloss = message
             unflatten(flat_params, [p.data for p in params])          # the parent's latest weights
             model.zero_grad()
-            _, loss = model.forward(x, y)
-            model.backward(dloss=dloss)
+            loss = task.forward_backward(model, shard, dloss)
             flatten([p.grad for p in params], out=my_grads)
-            conn.send(float(loss))
+            conn.send(loss)
     finally:
         params_shm.close()
         grads_shm.close()
@@ -74,10 +73,11 @@ class DataParallel:
     """R worker processes computing gradients of batch shards for the parent's model.
 
     build: a picklable zero-argument callable returning a fresh model (same architecture as the
-    parent's; its weights are overwritten every step). Use as a context manager.
+    parent's; its weights are overwritten every step). task: picklable, it computes each shard's
+    loss and gradient (``task.forward_backward``, see ``tasks/base.py``). Use as a context manager.
     """
 
-    def __init__(self, model, build, n_workers: int = 2):
+    def __init__(self, model, build, n_workers: int, task):
         if n_workers < 1:
             raise ValueError(f"DataParallel: n_workers must be >= 1, got {n_workers}")
         if model.device != "cpu":
@@ -99,7 +99,7 @@ class DataParallel:
             for rank in range(n_workers):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(target=_worker, daemon=True,
-                                   args=(rank, build, child, self._params_shm.name, self._grads_shm.name, n,
+                                   args=(rank, build, task, child, self._params_shm.name, self._grads_shm.name, n,
                                          self.dtype))
                 proc.start()
                 self.conns.append(parent)
@@ -112,16 +112,17 @@ class DataParallel:
                     os.environ[k] = v
 
     # --8<-- [start:data_parallel_step]
-    def forward_backward(self, x, y, dloss: float = 1.0) -> float:
-        """Split (B, T) batches into R equal shards, add dloss times the averaged gradient into the
-        parent's Parameter.grad (like Module.backward), and return the mean loss."""
-        B = x.shape[0]
+    def forward_backward(self, batch, dloss: float = 1.0) -> float:
+        """Split a batch (a tuple of host arrays, batch axis first) into R equal shards, add dloss
+        times the averaged gradient into the parent's Parameter.grad (like Module.backward), and
+        return the mean loss."""
+        B = batch[0].shape[0]
         if B % self.n_workers:
             raise ValueError(f"DataParallel: batch size {B} is not divisible by {self.n_workers} workers")
         flatten([p.data for p in self.params], out=self.flat_params)    # publish the current weights
         shard = B // self.n_workers
         for r, conn in enumerate(self.conns):
-            conn.send((x[r * shard:(r + 1) * shard], y[r * shard:(r + 1) * shard], dloss / self.n_workers))
+            conn.send((tuple(a[r * shard:(r + 1) * shard] for a in batch), dloss / self.n_workers))
         losses = [conn.recv() for conn in self.conns]                    # wait for every replica
         total = self.all_grads.sum(axis=0)                               # all-reduce: sum of dloss-scaled grads
         offset = 0

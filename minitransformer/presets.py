@@ -1,34 +1,155 @@
-"""Named configurations: `minitransformer train --preset NAME`.
+"""Named runs, at the edge: presets for every model family, configuration files, and starting a run.
 
-* ``default``: the README's main job, a small GPT on the built-in corpus, a few minutes on 2 CPU cores.
-* ``tiny``: seconds; for smoke tests.
-* ``shakespeare-cpu`` / ``shakespeare-gpu``: nanoGPT's character-level baselines (run with
+``minitransformer train --model NAME --preset PRESET`` picks a family and one of its presets:
+
+* ``gpt`` (causal language modelling on text): ``default`` (the README's main job, a small GPT on the
+  built-in corpus, a few minutes on 2 CPU cores), ``tiny`` (seconds, for smoke tests),
+  ``shakespeare-cpu`` / ``shakespeare-gpu`` (nanoGPT's character-level baselines; run them with
   ``--data ../shared/data/tinyshakespeare.txt``).
+* ``seq2seq`` (the encoder-decoder Transformer reversing digit strings): ``default``, ``tiny``.
+
+A configuration file (TOML or JSON) may name a ``family`` and a ``preset`` to start from, then change
+fields in ``[model]`` and ``[train]``:
+
+    family = "gpt"
+    preset = "default"
+    [model]
+    n_layer = 6
+    [train]
+    steps = 3000
+
+Unknown keys raise ValueError naming the key and the allowed ones. Models never read files: this
+module maps the files onto their frozen config dataclasses.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from .config import replace
 from .models.gpt import GPTConfig
+from .models.seq2seq import Seq2SeqConfig
 from .train import TrainConfig
 
 PRESETS = {
-    "default": (
-        GPTConfig(n_layer=4, n_head=4, d_model=128, block_size=64, dropout=0.0),
-        TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100,
-                    eval_interval=250, eval_iters=20),
-    ),
-    "tiny": (
-        GPTConfig(n_layer=2, n_head=2, d_model=32, block_size=32),
-        TrainConfig(steps=60, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5, eval_interval=30,
-                    eval_iters=4, sample_tokens=40),
-    ),
-    "shakespeare-cpu": (
-        GPTConfig(n_layer=4, n_head=4, d_model=128, block_size=64, dropout=0.0),
-        TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100,
-                    eval_interval=250, eval_iters=20),
-    ),
-    "shakespeare-gpu": (
-        GPTConfig(n_layer=6, n_head=6, d_model=384, block_size=256, dropout=0.2),
-        TrainConfig(steps=5000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100,
-                    eval_interval=250, eval_iters=200),
-    ),
+    "gpt": {
+        "default": (
+            GPTConfig(n_layer=4, n_head=4, d_model=128, block_size=64, dropout=0.0),
+            TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100,
+                        eval_interval=250, eval_iters=20),
+        ),
+        "tiny": (
+            GPTConfig(n_layer=2, n_head=2, d_model=32, block_size=32),
+            TrainConfig(steps=60, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5, eval_interval=30,
+                        eval_iters=4, sample_tokens=40),
+        ),
+        "shakespeare-cpu": (
+            GPTConfig(n_layer=4, n_head=4, d_model=128, block_size=64, dropout=0.0),
+            TrainConfig(steps=2000, batch_size=12, lr=1e-3, min_lr=1e-4, warmup=100,
+                        eval_interval=250, eval_iters=20),
+        ),
+        "shakespeare-gpu": (
+            GPTConfig(n_layer=6, n_head=6, d_model=384, block_size=256, dropout=0.2),
+            TrainConfig(steps=5000, batch_size=64, lr=1e-3, min_lr=1e-4, warmup=100,
+                        eval_interval=250, eval_iters=200),
+        ),
+    },
+    "seq2seq": {
+        "default": (
+            Seq2SeqConfig(n_layer=2, n_dec_layer=2, n_head=4, d_model=64, norm="pre"),
+            TrainConfig(steps=1500, batch_size=32, lr=2e-3, min_lr=2e-4, warmup=100, weight_decay=0.0,
+                        eval_interval=250, eval_iters=8, num_samples=0),
+        ),
+        "tiny": (
+            Seq2SeqConfig(n_layer=1, n_dec_layer=1, n_head=2, d_model=32, norm="pre"),
+            TrainConfig(steps=60, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=5, weight_decay=0.0,
+                        eval_interval=30, eval_iters=2, num_samples=0),
+        ),
+    },
 }
+TEXT_FAMILIES = ("gpt",)
+
+
+def read_config_file(path) -> dict:
+    """Parse a TOML or JSON file into a dict; unreadable files raise a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"config file {str(path)!r} cannot be read: {err}") from None
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config file {str(path)!r} is not valid JSON: {err}") from None
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not valid TOML: {err}") from None
+
+
+def load_run_config(family: str | None = None, preset: str | None = None, path=None,
+                    overrides: dict | None = None):
+    """(family, model config, TrainConfig): a family's preset, then a config file, then overrides.
+    Explicit `family` / `preset` arguments win over the file's."""
+    data = read_config_file(path) if path else {}
+    unknown = sorted(set(data) - {"family", "preset", "model", "train"})
+    if unknown:
+        raise ValueError(f"unknown top-level key(s) {unknown} in {path}; allowed: family, preset, model, train")
+    family = family or data.get("family", "gpt")
+    if family not in PRESETS:
+        raise ValueError(f"unknown model family {family!r}; known: {sorted(PRESETS)}")
+    name = preset or data.get("preset", "default")
+    if name not in PRESETS[family]:
+        raise ValueError(f"unknown preset {name!r} for --model {family}; known: {sorted(PRESETS[family])}")
+    model_cfg, train_cfg = PRESETS[family][name]
+    model_cfg = replace(model_cfg, data.get("model", {}), f"{path} [model]")
+    train_cfg = replace(train_cfg, data.get("train", {}), f"{path} [train]")
+    overrides = overrides or {}
+    model_cfg = replace(model_cfg, overrides.get("model", {}), "command-line model options")
+    train_cfg = replace(train_cfg, overrides.get("train", {}), "command-line train options")
+    return family, model_cfg, train_cfg
+
+
+def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokenizer=None):
+    """The task a family trains on by default: text for GPT (a file, or the built-in corpus),
+    the synthetic reversal task for seq2seq."""
+    from .tasks import CausalLMTask, ReverseTask
+    if family in TEXT_FAMILIES:
+        from .data.corpus import default_corpus, load_text
+        text = load_text(data) if data else default_corpus()
+        return CausalLMTask.from_text(text, model_cfg.block_size, train_cfg.val_fraction, tokenizer)
+    if data:
+        raise ValueError(f"--data is for the text models ({', '.join(TEXT_FAMILIES)}); --model {family} "
+                         "trains on its synthetic task")
+    if family == "seq2seq":
+        return ReverseTask(max_len=min(model_cfg.max_src_len, model_cfg.max_tgt_len, 8), seed=train_cfg.seed)
+    raise ValueError(f"model family {family!r} has no default task")
+
+
+def start_run(family: str, model_cfg, train_cfg: TrainConfig, data=None, out_dir=None, device: str = "cpu",
+              resume: bool = False, overwrite: bool = False, progress: bool = True, log=print,
+              stop_after: int | None = None) -> dict:
+    """Build the task and the model of a family and train it with `train.fit`; on resume the task
+    takes the tokenizer the checkpoint recorded."""
+    from . import backend
+    from .checkpoint import load_checkpoint, tokenizer_of
+    from .models.registry import build_model
+    from .train import fit
+
+    backend.check_device(device)
+    tokenizer = None
+    if resume and out_dir and family in TEXT_FAMILIES:
+        _, _, meta = load_checkpoint(out_dir, "last")
+        tokenizer = tokenizer_of(meta, out_dir)
+    task = make_task(family, model_cfg, train_cfg, data, tokenizer)
+    model_cfg = task.adapt(model_cfg)
+    model = build_model(family, model_cfg, seed=train_cfg.seed).to(device, train_cfg.dtype)
+    return fit(model, task, train_cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,
+               log=log, stop_after=stop_after)

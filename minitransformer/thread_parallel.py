@@ -83,16 +83,16 @@ def _replica(model, index: int):
 class ThreadParallel:
     """Split each batch over `n_threads` replicas of `model` run on as many threads (CPU only).
 
-    The model must have GPT's training interface: ``forward(idx, targets) -> (logits, loss)`` with
-    the mean loss over targets that are not `ignore_index`, and ``backward(dloss=...)``.
+    `task` computes each shard's loss and gradient (``task.forward_backward(model, shard, dloss)``)
+    and says how many targets a shard's mean runs over (``task.counted(shard)``); see ``tasks/base.py``.
     """
 
-    def __init__(self, model, n_threads: int = 2, ignore_index: int = -1):
+    def __init__(self, model, n_threads: int, task):
         if n_threads < 1:
             raise ValueError(f"ThreadParallel: n_threads must be >= 1, got {n_threads}")
         if model.device != "cpu":
             raise ValueError(f"ThreadParallel runs on the CPU; the model is on {model.device!r}")
-        self.model, self.n_threads, self.ignore_index = model, n_threads, ignore_index
+        self.model, self.n_threads, self.task = model, n_threads, task
         self.replicas = [model] + [_replica(model, r) for r in range(1, n_threads)]
         self.pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
 
@@ -109,27 +109,28 @@ class ThreadParallel:
                 n.training, n.keep_cache = m.training, m.keep_cache
         return params
 
-    def forward_backward(self, x, y, dloss: float = 1.0) -> float:
+    def forward_backward(self, batch, dloss: float = 1.0) -> float:
         """Add dloss times the gradient of the batch's mean loss into the model's Parameter.grad
-        (like ``model.backward`` after ``model.forward(x, y)``); return that loss.
-        x, y: (B, T) host arrays of token ids and targets."""
-        if x.shape[0] != y.shape[0]:
-            raise ValueError(f"ThreadParallel: x and y must have the same batch size, got "
-                             f"{x.shape[0]} and {y.shape[0]}")
+        (like ``task.forward_backward(model, batch, dloss)``); return that loss.
+        batch: a tuple of host arrays sharing their first (batch) axis."""
+        sizes = {a.shape[0] for a in batch}
+        if len(sizes) != 1:
+            raise ValueError(f"ThreadParallel: the arrays of a batch must share the batch size, got "
+                             f"{[a.shape[0] for a in batch]}")
         params = self._sync()
-        shards = shard_bounds(x.shape[0], self.n_threads)
-        counted = [int((y[a:b] != self.ignore_index).sum()) for a, b in shards]
+        shards = shard_bounds(sizes.pop(), self.n_threads)
+        parts = [tuple(a[lo:hi] for a in batch) for lo, hi in shards]
+        counted = [self.task.counted(part) for part in parts]
         total = max(sum(counted), 1)
 
         def run(r: int):
             """(weighted loss, None) of shard r, or (0, the exception) if it failed."""
-            (a, b), weight = shards[r], counted[r] / total
+            weight = counted[r] / total
             try:
-                _, loss = self.replicas[r].forward(x[a:b], y[a:b])
-                self.replicas[r].backward(dloss=dloss * weight)
+                loss = self.task.forward_backward(self.replicas[r], parts[r], dloss * weight)
             except Exception as err:                           # re-raised below, in the caller's thread
                 return 0.0, err
-            return weight * float(loss), None
+            return weight * loss, None
 
         with backend.host_blas_threads_limited(1):            # one BLAS thread per replica
             others = [self.pool.submit(run, r) for r in range(1, len(shards))]
@@ -145,6 +146,17 @@ class ThreadParallel:
                 q.grad[...] = 0
         return sum(loss for loss, _ in outcomes)
     # --8<-- [end:thread_parallel]
+
+    def random_state(self) -> list:
+        """The random generators of replicas 1.. (replica 0 is the model, saved with it)."""
+        return [replica.random_state() for replica in self.replicas[1:]]
+
+    def set_random_state(self, states: list) -> None:
+        if len(states) != len(self.replicas) - 1:
+            raise ValueError(f"ThreadParallel: {len(states)} saved replica states for "
+                             f"{len(self.replicas) - 1} replicas (resume with the same --threads)")
+        for replica, state in zip(self.replicas[1:], states):
+            replica.set_random_state(state)
 
     def __repr__(self) -> str:
         return f"{self.n_threads} threads (ThreadParallel)"

@@ -1,31 +1,44 @@
-"""The training loop: batches, forward, hand-written backward, clipping, AdamW, schedule,
-periodic validation, atomic checkpoints, resume, metrics (JSON lines) and samples at the end.
+"""The one training loop: any registered model, any task.
 
-A non-finite loss or gradient stops training with TrainingDiverged; checkpoints are only written
-after a finite validation, so the last good one is left intact.
+``fit(model, task, cfg)`` owns everything a run needs: batching (through the task), the learning-rate
+schedule, gradient accumulation and clipping, splitting a batch over threads or processes,
+periodic validation, the progress bar, metrics (JSON lines), checkpoints (last and best) and
+resume, NaN handling and Ctrl-C. Causal language modelling, seq2seq, classification, masked LM and
+distillation are tasks (``tasks/``), not loops; fine-tuning a compressed model is a call of `fit`.
+
+Failures keep what was good: a non-finite loss stops the run with TrainingDiverged and leaves the
+checkpoints as they were; a checkpoint is written only after a finite validation; ``best`` is only
+replaced by a lower validation loss; Ctrl-C finishes the current step, saves the last checkpoint
+and says how to resume.
 """
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-import numpy as np  # host-side data and RNG only
+import numpy as np  # host-side batches, RNG and metrics only
 from tqdm.auto import tqdm
 
 from . import backend
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data.batching import get_batch, train_val_split
-from .data.tokenizer import CharTokenizer
-from .optim import OPTIMIZERS, clip_grad_norm, noam, warmup_cosine
+from .checkpoint import (BEST, LAST, CheckpointError, checkpoint_file, clean_run_dir, holds_run, load_checkpoint,
+                         remove_run, save_checkpoint)
+from .config import require_int, require_number
+from .nn.checks import values_checked_on_host
+from .optim import OPTIMIZERS, clip_grad_norm, decay_groups, noam, warmup_cosine
+
+SCHEDULES = ("cosine", "noam", "constant")
+TRAIN_DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 2000               # optimizer steps in total
+    steps: int = 2000               # optimizer steps in total (on resume too: the run ends at step `steps`)
     batch_size: int = 12            # B: sequences per micro-batch
     grad_accum: int = 1             # micro-batches whose gradients are summed per step
     optimizer: str = "adamw"        # "adamw", "adam" or "sgd"
@@ -44,34 +57,49 @@ class TrainConfig:
     dtype: str = "float32"          # float32 or float64
     workers: int = 1                # data-parallel worker processes (CPU); the batch is split among them
     threads: int = 0                # CPU threads the batch is split over (0: auto, see thread_parallel; 1: off)
-    sample_tokens: int = 300        # characters generated per sample at the end
-    num_samples: int = 2            # samples printed at the end
+    sample_tokens: int = 300        # characters generated per sample at the end (0: none)
+    num_samples: int = 2            # samples printed at the end (0: none)
     temperature: float = 0.8        # sampling temperature for the samples
     top_k: int = 40                 # top-k for the samples (0: off)
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ValueError("TrainConfig: steps, batch_size and grad_accum must be >= 1")
+        for name in ("steps", "batch_size", "grad_accum", "eval_interval", "eval_iters", "workers"):
+            require_int(self, name, 1)
+        for name in ("warmup", "threads", "sample_tokens", "num_samples", "top_k", "seed"):
+            require_int(self, name, 0)
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            require_number(self, name, 0)
+        for name in ("beta1", "beta2"):
+            require_number(self, name, 0, 1, high_open=True)
+        require_number(self, "val_fraction", 0, 1, low_open=True, high_open=True)
+        require_number(self, "temperature", 0, low_open=True)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"TrainConfig.optimizer: unknown {self.optimizer!r}; known: {sorted(OPTIMIZERS)}")
-        if self.schedule not in ("cosine", "noam", "constant"):
-            raise ValueError(f"TrainConfig.schedule must be cosine, noam or constant, got {self.schedule!r}")
-        if self.workers < 1 or self.batch_size % self.workers:
-            raise ValueError(f"TrainConfig: workers={self.workers} must be >= 1 and divide batch_size={self.batch_size}")
-        if self.threads < 0:
-            raise ValueError(f"TrainConfig: threads must be >= 0 (0: one per core), got {self.threads}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.dtype == "float16":
+            raise ValueError("TrainConfig.dtype: float16 training is not supported: its gradients underflow "
+                             "without loss scaling and its updates vanish without float32 master weights, "
+                             "neither of which this trainer implements; train in float32 (then compress "
+                             "with `minitransformer compress --method fp16` to ship float16 weights)")
+        if self.dtype not in TRAIN_DTYPES:
+            raise ValueError(f"TrainConfig.dtype must be one of {list(TRAIN_DTYPES)}, got {self.dtype!r}")
+        if self.batch_size % self.workers:
+            raise ValueError(f"TrainConfig: workers={self.workers} must divide batch_size={self.batch_size}")
         if self.workers > 1 and self.threads > 1:
             raise ValueError(f"TrainConfig: choose worker processes (workers={self.workers}) or threads "
                              f"(threads={self.threads}), not both")
-        if self.eval_interval < 1 or self.eval_iters < 1:
-            raise ValueError("TrainConfig: eval_interval and eval_iters must be >= 1")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or the gradient became NaN or infinite."""
+    """The loss became NaN or infinite."""
 
 
-def learning_rate(step: int, cfg: TrainConfig, d_model: int) -> float:
+class RunExists(ValueError):
+    """The output directory already holds a run, and neither resume nor overwrite was asked for."""
+
+
+def learning_rate(step: int, cfg: TrainConfig, d_model: int = 512) -> float:
     """The learning rate of `step` under cfg.schedule; "noam" is scaled so that its peak is cfg.lr."""
     if cfg.schedule == "cosine":
         return warmup_cosine(step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
@@ -83,193 +111,286 @@ def learning_rate(step: int, cfg: TrainConfig, d_model: int) -> float:
 
 
 def make_optimizer(model, cfg: TrainConfig):
-    params = model.parameters()
+    """The optimizer of cfg over the trainable parameters; AdamW decays the matrices only (biases,
+    LayerNorm gains and other vectors form a group without decay)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         return OPTIMIZERS["sgd"](params, lr=cfg.lr, momentum=cfg.beta1, weight_decay=0.0)
     if cfg.optimizer == "adam":
         return OPTIMIZERS["adam"](params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    return OPTIMIZERS["adamw"](params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+    return OPTIMIZERS["adamw"](decay_groups(model.named_parameters(), cfg.weight_decay), lr=cfg.lr,
+                               betas=(cfg.beta1, cfg.beta2))
 
 
-def estimate_loss(model, ids, cfg: TrainConfig, seed: int, device: str) -> float:
-    """Mean loss over cfg.eval_iters random batches drawn with their own generator (model in eval)."""
+def evaluate(model, task, split: str, batch_size: int, iters: int, seed: int) -> float:
+    """Mean task loss over `iters` batches of `split` drawn with their own generator (model in eval)."""
     rng = np.random.default_rng(seed)
-    block = model.config.block_size
     was_training = model.training
     model.eval()
-    losses = []
-    with model.no_grad():
-        for _ in range(cfg.eval_iters):
-            x, y = get_batch(ids, cfg.batch_size, block, rng)
-            _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
-            losses.append(float(loss))
-    model.train(was_training)
+    try:
+        with model.no_grad():
+            losses = [task.loss(model, task.batch(split, batch_size, rng)) for _ in range(iters)]
+    finally:
+        model.train(was_training)
     return float(np.mean(losses))
 
 
-def unigram_baseline(train_ids, val_ids, vocab_size: int) -> float:
-    """Cross-entropy of predicting each validation token from training-set character frequencies."""
-    counts = np.bincount(train_ids, minlength=vocab_size) + 1.0
-    logp = np.log(counts / counts.sum())
-    return float(-logp[val_ids].mean())
+def _replica(description: dict, dtype: str):
+    """A CPU copy of a model for a data-parallel worker (its weights are replaced every step)."""
+    from .models.registry import model_from_description
+    return model_from_description(description).to("cpu", dtype)
+
+
+def _data_parallel(model, task, cfg: TrainConfig, positions: int):
+    """What splits each batch: worker processes (cfg.workers > 1), threads (on the CPU, cfg.threads,
+    0 meaning `thread_parallel.auto_threads`), or nothing (None). `positions`: per sequence."""
+    if cfg.workers > 1:
+        if model.device != "cpu":
+            raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
+        from .parallel import DataParallel
+        return DataParallel(model, partial(_replica, model.describe(), cfg.dtype), cfg.workers, task)
+    if model.device != "cpu":
+        return None
+    from .thread_parallel import ThreadParallel, auto_threads
+    width = getattr(model.config, "d_model", 1)
+    threads = min(cfg.threads or auto_threads(cfg.batch_size, positions, width), cfg.batch_size)
+    return ThreadParallel(model, threads, task) if threads > 1 else None
+
+
+class _StopRequest:
+    """Ctrl-C during `fit`: the first one is remembered and honoured between steps (so no optimizer
+    step is left half done); a second one interrupts at once."""
+
+    def __init__(self):
+        self.requested, self._previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def _check_finite(value: float, what: str, step: int, out_dir: Path | None) -> None:
-    if not math.isfinite(value):
-        where = f" The last good checkpoint in {out_dir} is intact." if out_dir else ""
-        raise TrainingDiverged(f"{what} became {value} at step {step}; stopping.{where} "
-                               "Try a lower learning rate or stronger gradient clipping.")
+    """Raise TrainingDiverged naming the step (1-based, as the progress lines count) and, only if
+    one exists, the checkpoint that is left."""
+    if math.isfinite(value):
+        return
+    kept = ""
+    if out_dir is not None and (out_dir / LAST).is_file():
+        kept = f" The checkpoints in {out_dir} are from before it and intact (resume with --resume)."
+    elif out_dir is not None:
+        kept = " No checkpoint had been written yet."
+    raise TrainingDiverged(f"{what} became {value} at step {step}; stopping.{kept} "
+                           "Try a lower learning rate, a longer warm-up or stronger gradient clipping.")
 
 
-def build_model(model_cfg, train_cfg: TrainConfig, device: str):
-    from .models.gpt import GPT
-    return GPT(model_cfg, seed=train_cfg.seed).to(device, train_cfg.dtype)
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the metrics rows of steps <= `step` (a resumed run writes the later ones again)."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = []
+    for line in rows:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue                                       # a line cut short by a kill
+    path.write_text("".join(row + "\n" for row in kept))
 
 
-def _replica(model_cfg, train_cfg: TrainConfig):
-    """A CPU copy of the model for a data-parallel worker (its weights are replaced every step)."""
-    return build_model(model_cfg, train_cfg, "cpu")
-
-
-def _data_parallel(model, model_cfg, train_cfg: TrainConfig, device: str):
-    """What splits each batch: worker processes (cfg.workers > 1), threads (on the CPU, cfg.threads,
-    0 meaning `thread_parallel.auto_threads`), or nothing (None)."""
-    if train_cfg.workers > 1:
-        if device != "cpu":
-            raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
-        from .parallel import DataParallel
-        return DataParallel(model, partial(_replica, model_cfg, train_cfg), train_cfg.workers)
-    if device != "cpu":
-        return None
-    from .thread_parallel import ThreadParallel, auto_threads
-    threads = min(train_cfg.threads or auto_threads(train_cfg.batch_size, model_cfg.block_size, model_cfg.d_model),
-                  train_cfg.batch_size)
-    return ThreadParallel(model, threads) if threads > 1 else None
-
-
-def _resume_state(out_dir: Path | None, model_cfg):
-    """(tokenizer, model state, optimizer state, meta) of the checkpoint in out_dir, after checking
-    that it was written for this model configuration."""
+def _prepare_out_dir(out_dir: Path | None, resume: bool, overwrite: bool, log) -> None:
     if out_dir is None:
-        raise ValueError("resume needs an output directory holding a checkpoint")
-    state, opt_state, meta = load_checkpoint(out_dir)
-    tokenizer = CharTokenizer.from_dict(meta["tokenizer"])
-    if meta["model_config"] != replace(model_cfg, vocab_size=tokenizer.vocab_size).to_dict():
-        raise CheckpointError(f"checkpoint in {out_dir} was written for another model configuration: "
-                              f"{meta['model_config']} (asked for {model_cfg.to_dict()})")
-    return tokenizer, state, opt_state, meta
-
-
-def _forward_backward(model, parallel, x, y, device: str, dloss: float) -> float:
-    """The loss of one micro-batch; its gradient (scaled by dloss) is added into Parameter.grad."""
-    if parallel is not None:
-        return parallel.forward_backward(x, y, dloss=dloss)      # split over processes or threads
-    _, loss = model.forward(backend.to_device(x, device), backend.to_device(y, device))
-    model.backward(dloss=dloss)
-    return float(loss)
-
-
-def _samples(model, tokenizer: CharTokenizer, cfg: TrainConfig, device: str) -> list[str]:
-    """cfg.num_samples texts of cfg.sample_tokens characters, each started from a newline."""
-    from .generate import generate
-    if not (cfg.num_samples and cfg.sample_tokens):
-        return []
-    prompt = backend.to_device(np.array([[tokenizer.stoi.get("\n", 0)]] * cfg.num_samples), device)
-    out = generate(model, prompt, cfg.sample_tokens, temperature=cfg.temperature, top_k=cfg.top_k or None,
-                   seed=cfg.seed)
-    return [tokenizer.decode(backend.to_numpy(row)[1:]) for row in out]
-
-
-# --8<-- [start:train]
-def train(model_cfg, train_cfg: TrainConfig, text: str, out_dir=None, device: str = "cpu",
-          resume: bool = False, progress: bool = True, log=print, stop_after: int | None = None) -> dict:
-    """Train a GPT on `text`; return a summary (losses, samples, throughput).
-
-    stop_after: end this run after that many steps in total (as if interrupted), keeping the
-    schedule of the full `train_cfg.steps`; a later `resume=True` call continues it.
-    """
-    backend.check_device(device)
-    backend.tune_host_allocator()
-    out_dir = Path(out_dir) if out_dir else None
-    if resume:
-        tokenizer, state, opt_state, meta = _resume_state(out_dir, model_cfg)
-    else:
-        tokenizer = CharTokenizer.from_text(text)
-    model_cfg = replace(model_cfg, vocab_size=tokenizer.vocab_size)
-    train_ids, val_ids = train_val_split(tokenizer.encode(text), train_cfg.val_fraction)
-    for name, part in (("training", train_ids), ("validation", val_ids)):
-        if len(part) <= model_cfg.block_size:
-            raise ValueError(f"the {name} split has {len(part)} tokens, fewer than block_size + 1 = "
-                             f"{model_cfg.block_size + 1}; use a longer text or a smaller block_size")
-
-    model = build_model(model_cfg, train_cfg, device)
-    optimizer = make_optimizer(model, train_cfg)
-    rng = np.random.default_rng(train_cfg.seed)                 # draws the training batches
-    start_step = 0
-    if resume:
-        model.load_state_dict(state)
-        optimizer.load_state_arrays(opt_state)
-        start_step = optimizer.t = meta["step"]
-        rng.bit_generator.state = meta["rng"]
-    baseline = unigram_baseline(train_ids, val_ids, tokenizer.vocab_size)
-    log(f"model: {model.num_parameters():,} parameters | vocab {tokenizer.vocab_size} | "
-        f"train {len(train_ids):,} / val {len(val_ids):,} tokens | unigram baseline {baseline:.3f}")
-
-    if out_dir:
+        if resume:
+            raise ValueError("resume needs an output directory holding a checkpoint")
+        return
+    try:
         out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = (out_dir / "metrics.jsonl").open("a") if out_dir else None
-    parallel = _data_parallel(model, model_cfg, train_cfg, device)
+    except OSError as err:
+        raise ValueError(f"cannot create the output directory {str(out_dir)!r}: {err.strerror}") from None
+    stale = clean_run_dir(out_dir)
+    if stale:
+        log(f"removed {len(stale)} temporary file(s) left by an interrupted run in {out_dir}")
+    if resume:
+        if not (out_dir / LAST).is_file():
+            raise CheckpointError(f"nothing to resume: no checkpoint in {str(out_dir)!r}")
+    elif holds_run(out_dir):
+        if not overwrite:
+            raise RunExists(f"{str(out_dir)!r} already holds a training run; pass --resume to continue it, "
+                            "--overwrite to replace it, or choose another --out")
+        remove_run(out_dir)
+
+
+# --8<-- [start:fit]
+def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, overwrite: bool = False,
+        progress: bool = True, log=print, hooks=(), callback=None, stop_after: int | None = None,
+        meta: dict | None = None) -> dict:
+    """Train `model` on `task` for cfg.steps optimizer steps; return a summary (history, losses).
+
+    out_dir: where checkpoints (last and best) and metrics.jsonl go (None: nothing is written).
+    resume: continue from the last checkpoint in out_dir, exactly (same batches, dropout masks and
+    random features as a run that was never stopped). hooks: hook(model) after every optimizer step
+    (a pruning mask, say); callback(step, model) after the hooks. stop_after: end after that many
+    steps in total, as if interrupted (the schedule stays that of cfg.steps). meta: extra entries for
+    the checkpoints (a compression description, say).
+    """
+    out_dir = Path(out_dir) if out_dir else None
+    _prepare_out_dir(out_dir, resume, overwrite, log)
+    backend.tune_host_allocator()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(model, cfg)
+    rng = np.random.default_rng(cfg.seed)                       # draws the training batches
+    probe = task.batch("train", cfg.batch_size, np.random.default_rng(0))
+    parallel = _data_parallel(model, task, cfg, probe[0].size // cfg.batch_size)
+    start_step, best_val = 0, float("inf")
+    if resume:
+        start_step, best_val = _restore(out_dir, model, task, optimizer, rng, parallel, cfg, log)
+    has_val = "val" in task.splits
+    baseline = task.baseline()
+    log(f"model: {model.kind}, {model.num_parameters():,} parameters | {task.describe()}"
+        + (f" | baseline loss {baseline:.3f}" if baseline is not None else ""))
     if parallel is not None:
         log(f"each batch is split over {parallel}")
-    history = []
-    tokens_per_step = train_cfg.batch_size * train_cfg.grad_accum * model_cfg.block_size
-    bar = tqdm(range(start_step, train_cfg.steps), initial=start_step, total=train_cfg.steps,
-               disable=not progress, desc="train", dynamic_ncols=True, mininterval=0.5)
-    t_last, step_loss = time.perf_counter(), float("nan")
-    try:
-        for step in bar:
-            optimizer.lr = learning_rate(step, train_cfg, model_cfg.d_model)
-            step_loss = 0.0
-            for _ in range(train_cfg.grad_accum):                  # gradients add up over micro-batches
-                x, y = get_batch(train_ids, train_cfg.batch_size, model_cfg.block_size, rng)
-                loss = _forward_backward(model, parallel, x, y, device, dloss=1.0 / train_cfg.grad_accum)
-                _check_finite(loss, "the training loss", step, out_dir)
-                step_loss += loss / train_cfg.grad_accum
-            grad_norm = clip_grad_norm(model.parameters(), train_cfg.grad_clip)
-            _check_finite(grad_norm, "the gradient norm", step, out_dir)
-            optimizer.step()
-            optimizer.zero_grad()
-            now = time.perf_counter()
-            tok_s = tokens_per_step / max(now - t_last, 1e-9)
-            t_last = now
-            bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
 
-            if (step + 1) % train_cfg.eval_interval == 0 or step + 1 == train_cfg.steps:
-                val = estimate_loss(model, val_ids, train_cfg, seed=step, device=device)
-                trn = estimate_loss(model, train_ids, train_cfg, seed=step + 1, device=device)
-                _check_finite(val, "the validation loss", step, out_dir)
-                row = {"step": step + 1, "train_loss": trn, "val_loss": val, "batch_loss": step_loss,
-                       "lr": optimizer.lr, "grad_norm": grad_norm, "tokens_per_s": tok_s}
-                history.append(row)
-                bar.write(f"step {step + 1:5d} | train {trn:.4f} | val {val:.4f} | lr {optimizer.lr:.2e}")
-                if metrics:
-                    metrics.write(json.dumps(row) + "\n")
-                    metrics.flush()
-                if out_dir:                                        # only after a finite validation
-                    meta = {"model_config": model_cfg.to_dict(), "train_config": asdict(train_cfg),
-                            "tokenizer": tokenizer.to_dict(), "step": step + 1,
-                            "rng": rng.bit_generator.state, "val_loss": val}
-                    save_checkpoint(out_dir, model.state_dict(), meta, optimizer.state_arrays())
-            t_last = time.perf_counter()   # do not charge validation to the next step's throughput
-            if stop_after is not None and step + 1 >= stop_after:
-                break
+    metrics = (out_dir / "metrics.jsonl").open("a") if out_dir else None
+    history, batch_losses = [], []
+    tokens_per_step = probe[0].size * cfg.grad_accum
+    d_model = getattr(model.config, "d_model", 512)
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not progress,
+               desc="train", dynamic_ncols=True, mininterval=0.5)
+    t_last, step_loss, step = time.perf_counter(), float("nan"), start_step
+    on_host = model.device == "cpu"
+    try:
+        with _StopRequest() as stop:
+            for step in bar:
+                optimizer.lr = learning_rate(step, cfg, d_model)
+                step_loss = 0.0
+                for _ in range(cfg.grad_accum):                   # gradients add up over micro-batches
+                    batch = task.batch("train", cfg.batch_size, rng)
+                    if parallel is not None:                      # split over processes or threads
+                        loss = parallel.forward_backward(batch, dloss=1.0 / cfg.grad_accum)
+                    elif on_host:
+                        loss = task.forward_backward(model, batch, dloss=1.0 / cfg.grad_accum)
+                    else:                                          # values checked here, no device sync
+                        task.check_batch(model, batch)
+                        with values_checked_on_host():
+                            loss = task.forward_backward(model, batch, dloss=1.0 / cfg.grad_accum)
+                    _check_finite(loss, "the training loss", step + 1, out_dir)   # the one host sync
+                    step_loss += loss / cfg.grad_accum
+                grad_norm = clip_grad_norm(params, cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad()
+                for hook in hooks:
+                    hook(model)
+                if callback is not None:
+                    callback(step + 1, model)
+                batch_losses.append(step_loss)
+                now = time.perf_counter()
+                tok_s = tokens_per_step / max(now - t_last, 1e-9)
+                t_last = now
+                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tok_s:,.0f}", refresh=False)
+
+                if has_val and ((step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.steps):
+                    val = evaluate(model, task, "val", cfg.batch_size, cfg.eval_iters, seed=step)
+                    trn = evaluate(model, task, "train", cfg.batch_size, cfg.eval_iters, seed=step + 1)
+                    _check_finite(val, "the validation loss", step + 1, out_dir)
+                    row = {"step": step + 1, "train_loss": trn, "val_loss": val, "batch_loss": step_loss,
+                           "lr": optimizer.lr, "grad_norm": float(grad_norm), "tokens_per_s": tok_s,
+                           **task.metrics(model)}
+                    history.append(row)
+                    extra = "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in
+                                    ("step", "train_loss", "val_loss", "batch_loss", "lr", "grad_norm",
+                                     "tokens_per_s"))
+                    bar.write(f"step {step + 1:5d} | train {trn:.4f} | val {val:.4f} | lr {optimizer.lr:.2e}{extra}")
+                    if metrics:
+                        metrics.write(json.dumps(row) + "\n")
+                        metrics.flush()
+                    if out_dir:                                    # only after a finite validation
+                        best_val = min(best_val, val)
+                        state = _run_state(model, task, cfg, step + 1, rng, parallel, val, best_val, meta)
+                        _save(out_dir / LAST, model, optimizer, state)
+                        if val <= best_val:
+                            _save(out_dir / BEST, model, optimizer, state)
+                t_last = time.perf_counter()   # do not charge validation to the next step's throughput
+                if stop.requested:
+                    _interrupted(out_dir, model, task, optimizer, cfg, step + 1, rng, parallel, best_val, meta, log)
+                if stop_after is not None and step + 1 >= stop_after:
+                    break
     finally:
         bar.close()
         if metrics:
             metrics.close()
         if parallel is not None:
             parallel.close()
-    return {"history": history, "samples": _samples(model, tokenizer, train_cfg, device),
-            "unigram_baseline": baseline, "model": model, "tokenizer": tokenizer,
-            "final_batch_loss": step_loss}
-# --8<-- [end:train]
+    return {"history": history, "batch_losses": batch_losses, "model": model, "task": task,
+            "baseline": baseline, "final_batch_loss": step_loss, "best_val_loss": best_val,
+            "steps": start_step + len(batch_losses)}
+# --8<-- [end:fit]
+
+
+def _run_state(model, task, cfg, step, rng, parallel, val, best_val, meta) -> dict:
+    """The checkpoint's metadata: what the model is, the task and its tokenizer, where the run is."""
+    tokenizer = getattr(task, "tokenizer", None)
+    random = {"batches": rng.bit_generator.state, "model": model.random_state()}
+    if parallel is not None and hasattr(parallel, "random_state"):
+        random["replicas"] = parallel.random_state()
+    return {**(meta or {}), "model": model.describe(), "task": task.state(),
+            "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
+            "train_config": asdict(cfg), "step": step, "val_loss": val,
+            "best_val_loss": best_val if math.isfinite(best_val) else None, "rng": random}
+
+
+def _save(path: Path, model, optimizer, state: dict) -> None:
+    save_checkpoint(path, model.state_dict(), state, optimizer.state_arrays())
+
+
+def _interrupted(out_dir, model, task, optimizer, cfg, step, rng, parallel, best_val, meta, log):
+    """Ctrl-C: save the last checkpoint at this step boundary, say how to resume, and stop."""
+    if out_dir:
+        state = _run_state(model, task, cfg, step, rng, parallel, None, best_val, meta)
+        _save(out_dir / LAST, model, optimizer, state)
+        log(f"\ninterrupted after step {step}; checkpoint saved in {out_dir}. Continue with the same "
+            f"command plus --resume (it runs on to step {cfg.steps}).")
+    else:
+        log(f"\ninterrupted after step {step} (no output directory: nothing saved)")
+    raise KeyboardInterrupt
+
+
+def _restore(out_dir: Path, model, task, optimizer, rng, parallel, cfg: TrainConfig, log):
+    """Load the last checkpoint into the model, optimizer and generators; return (step, best val)."""
+    state, opt_state, meta = load_checkpoint(out_dir, "last")
+    if meta.get("model") != model.describe():
+        raise CheckpointError(f"checkpoint in {out_dir} was written for another model configuration: "
+                              f"{meta.get('model')} (asked for {model.describe()})")
+    if meta.get("task", {}).get("name") != task.state()["name"]:
+        raise CheckpointError(f"checkpoint in {out_dir} was written for task {meta.get('task', {}).get('name')!r}, "
+                              f"not {task.state()['name']!r}")
+    step = meta["step"]
+    if step > cfg.steps:
+        raise ValueError(f"the checkpoint in {out_dir} is at step {step}, past --steps {cfg.steps} "
+                         "(on resume, --steps is the total number of steps of the run)")
+    saved = meta.get("train_config", {})
+    changed = {k: (saved[k], v) for k, v in asdict(cfg).items() if k in saved and saved[k] != v}
+    if changed:
+        log("resuming with changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            + (" (the learning-rate schedule now ends at step " f"{cfg.steps})" if "steps" in changed else ""))
+    model.load_state_dict(state)
+    optimizer.load_state_arrays(opt_state)
+    optimizer.t = step
+    rng.bit_generator.state = meta["rng"]["batches"]
+    model.set_random_state(meta["rng"]["model"])
+    if parallel is not None and "replicas" in meta["rng"]:
+        parallel.set_random_state(meta["rng"]["replicas"])
+    _truncate_metrics(out_dir / "metrics.jsonl", step)
+    log(f"resuming from step {step} of {cfg.steps} ({checkpoint_file(out_dir)})")
+    best = meta.get("best_val_loss")
+    return step, float("inf") if best is None else best

@@ -56,3 +56,48 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(tmp_path)[2]["step"] == 1
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def _edit_metadata(path, edit):
+    """Rewrite a checkpoint with its metadata changed by `edit`, the digest left as it was."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    with safe_open(str(path), framework="numpy") as f:
+        meta = json.loads(f.metadata()["minitransformer"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta)
+    save_file(tensors, str(path), metadata={"minitransformer": json.dumps(meta)})
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m["model"]["config"].update(n_head=1),            # another architecture
+    lambda m: m.update(tokenizer={"type": "char", "chars": "ba"}),  # another vocabulary order
+    lambda m: m.update(step=99),
+])
+def test_edited_metadata_is_detected(tmp_path, edit):
+    meta = {"model": {"kind": "gpt", "config": {"n_head": 2}}, "tokenizer": {"type": "char", "chars": "ab"},
+            "step": 1}
+    path = save_checkpoint(tmp_path, _state(), meta)
+    load_checkpoint(tmp_path)                                     # untouched: loads
+    _edit_metadata(path, edit)
+    with pytest.raises(CheckpointError, match="corrupted or was edited"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["gpt", "seq2seq"])
+def test_load_model_builds_any_registered_family(tmp_path, kind, device):
+    from minitransformer import backend
+    from minitransformer.checkpoint import load_model
+    from minitransformer.models import build_model
+    from minitransformer.models.gpt import GPTConfig
+    from minitransformer.models.seq2seq import Seq2SeqConfig
+    config = GPTConfig(vocab_size=7, block_size=8, n_layer=1, n_head=2, d_model=8) if kind == "gpt" else \
+        Seq2SeqConfig(src_vocab_size=7, tgt_vocab_size=7, max_src_len=5, max_tgt_len=5, n_layer=1,
+                      n_dec_layer=1, n_head=2, d_model=8)
+    model = build_model(kind, config, seed=3)
+    save_checkpoint(tmp_path, model.state_dict(), {"model": model.describe()})
+    loaded, meta = load_model(tmp_path, device)
+    assert type(loaded) is type(model) and loaded.config == config and loaded.device == device
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name], value)
+    assert backend.device_of(loaded.parameters()[0].data) == device

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minitransformer import backend
-from minitransformer.compress.distill import distill_train
+from minitransformer.compress.distill import distill
 from minitransformer.compress.finetune import evaluate, finetune
 from minitransformer.compress.lora import apply_lora, lora_layers, merge_lora, parameter_counts, unmerge_lora
 from minitransformer.compress.lowrank import LowRankLinear
@@ -12,7 +12,8 @@ from minitransformer.compress.prune import PruningMask, head_importance, head_ma
 from minitransformer.compress.quantize import quantize_model
 from minitransformer.compress.svd import svd_compress
 from minitransformer.models.gpt import GPT, GPTConfig
-from minitransformer.optim import AdamW
+from minitransformer.tasks import CausalLMTask
+from minitransformer.train import TrainConfig
 
 V = 13
 
@@ -119,16 +120,13 @@ def test_distill_student_learns(device):
     cfg = GPTConfig(vocab_size=V, block_size=8, n_layer=1, n_head=2, d_model=8)
     student = GPT(cfg, seed=2).to(device, "float64")
     t_before = {n: backend.to_numpy(p.data).copy() for n, p in teacher.named_parameters()}
-    rng = np.random.default_rng(0)
-    from minitransformer.data.batching import get_batch
-
-    def batches():
-        x, y = get_batch(ids, 8, 8, rng)
-        return backend.to_device(x, device), backend.to_device(y, device)
     before = evaluate(student, ids, 8, 4)
-    losses = distill_train(student, teacher, batches, AdamW(student.parameters(), lr=3e-2), 20,
-                           temperature=2.0, alpha=0.7)
-    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    cfg = TrainConfig(steps=20, batch_size=8, lr=3e-2, min_lr=3e-2, warmup=0, weight_decay=0.0,
+                      threads=1, dtype="float64")
+    result = distill(student, teacher, CausalLMTask(ids[:320], ids[320:], 8), cfg, temperature=2.0, alpha=0.7)
+    losses = result["batch_losses"]
+    assert len(losses) == 20 and np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert len(result["history"]) == 1                   # validated through the loop at the last step
     assert evaluate(student, ids, 8, 4) < before
     for n, p in teacher.named_parameters():
         np.testing.assert_array_equal(backend.to_numpy(p.data), t_before[n])

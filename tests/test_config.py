@@ -3,7 +3,8 @@ import dataclasses
 
 import pytest
 
-from minitransformer.config import from_dict, read_config_file
+from minitransformer.config import from_dict
+from minitransformer.presets import load_run_config, read_config_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,3 +29,17 @@ def test_read_toml(tmp_path):
         read_config_file(bad)
     with pytest.raises(FileNotFoundError):
         read_config_file(tmp_path / "none.toml")
+
+
+def test_a_config_file_names_the_family_and_preset(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text('family = "seq2seq"\npreset = "tiny"\n[model]\nd_model = 16\n[train]\nsteps = 3\n')
+    family, model_cfg, train_cfg = load_run_config(path=f)
+    assert family == "seq2seq" and model_cfg.d_model == 16 and train_cfg.steps == 3
+    with pytest.raises(ValueError, match="unknown model family 'bert'"):
+        load_run_config("bert")
+    with pytest.raises(ValueError, match="unknown preset 'huge' for --model gpt"):
+        load_run_config("gpt", "huge")
+    with pytest.raises(ValueError, match=r"TrainConfig.steps must be an integer >= 1, got '100'"):
+        f.write_text('[train]\nsteps = "100"\n')
+        load_run_config(path=f)

@@ -136,11 +136,14 @@ def run(args) -> int:
     from ..data.corpus import default_corpus, load_text
     from .accounting import model_costs, totals
     from .finetune import forward_speed
-    from .io import load_compressed, save_compressed
+    from ..checkpoint import tokenizer_of
+    from .io import check_compressible, load_compressed, save_compressed
 
     check_args(args)
     backend.check_device(args.device)
-    model, tokenizer, meta = load_compressed(args.checkpoint, args.device)
+    model, meta = load_compressed(args.checkpoint, args.device)
+    check_compressible(model, args.checkpoint)
+    tokenizer = tokenizer_of(meta, args.checkpoint)
     if meta.get("compression"):
         raise ValueError(f"checkpoint {args.checkpoint} is already compressed "
                          f"({meta['compression']['method']}); start from the trained model")

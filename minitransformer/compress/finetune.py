@@ -1,9 +1,7 @@
-"""A short training loop for a model that compression has already changed (SVD factors, pruning
-masks, LoRA adapters), with hooks run after every optimizer step, and a validation estimate.
-
-`minitransformer.train.train` builds its model from a config; compressed models are built by
-surgery on a trained one, so they are fine-tuned here with the same ingredients (random windows
-from `data.batching.get_batch`, AdamW that skips frozen parameters, global-norm clipping).
+"""Fine-tuning a model that compression has changed (SVD factors, pruning masks, LoRA adapters):
+a call of the one training loop, ``train.fit``, on a causal-LM task over token ids, with hooks run
+after every optimizer step (a pruning mask keeps its zeros). Also the validation estimate and the
+inference-speed measurement the compression report uses.
 """
 from __future__ import annotations
 
@@ -11,22 +9,14 @@ import numpy as np  # host-side batches and RNG only
 
 from .. import backend
 from ..data.batching import get_batch
-from ..optim import AdamW, clip_grad_norm, warmup_cosine
+from ..tasks import CausalLMTask
+from ..train import TrainConfig, evaluate as evaluate_task, fit
 
 
 def evaluate(model, ids, batch_size: int = 16, iters: int = 20, seed: int = 0) -> float:
     """Mean loss over `iters` random windows of `ids` (same windows for the same seed), in eval mode."""
-    rng = np.random.default_rng(seed)
-    was_training = model.training
-    model.eval()
-    losses = []
-    with model.no_grad():
-        for _ in range(iters):
-            x, y = get_batch(ids, batch_size, model.config.block_size, rng)
-            _, loss = model.forward(backend.to_device(x, model.device), backend.to_device(y, model.device))
-            losses.append(float(loss))
-    model.train(was_training)
-    return float(np.mean(losses))
+    task = CausalLMTask(ids, None, model.config.block_size)
+    return evaluate_task(model, task, "train", batch_size, iters, seed)
 
 
 def forward_speed(model, ids, batch_size: int = 16, repeats: int = 5, seed: int = 0, reference=None):
@@ -55,34 +45,23 @@ def forward_speed(model, ids, batch_size: int = 16, repeats: int = 5, seed: int 
 # --8<-- [start:finetune]
 def finetune(model, train_ids, steps: int, *, batch_size: int = 12, lr: float = 1e-3,
              min_lr: float | None = None, warmup: int = 0, weight_decay: float = 0.0,
-             grad_clip: float = 1.0, hooks=(), seed: int = 0, callback=None) -> list[float]:
-    """Train `model` (a GPT-like model: forward(idx, targets) -> (logits, loss), backward()) for
-    `steps` AdamW steps with a warm-up + cosine schedule; every hook(model) runs after each step
-    (e.g. PruningMask.apply keeps pruned weights at zero). Only parameters with requires_grad train.
-    callback(step, model), if given, runs after the hooks (for periodic evaluation).
-    Returns the batch losses."""
-    if steps < 0:
-        raise ValueError(f"finetune: steps must be >= 0, got {steps}")
+             grad_clip: float = 1.0, hooks=(), seed: int = 0, callback=None, progress: bool = False,
+             log=None) -> list[float]:
+    """Train `model` (forward(idx, targets) -> (logits, loss), backward()) for `steps` AdamW steps
+    with a warm-up + cosine schedule, through `train.fit`. Every hook(model) runs after each step
+    (e.g. PruningMask.apply keeps pruned weights at zero); callback(step, model) after the hooks.
+    Only parameters with requires_grad train. Returns the batch losses."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"finetune: steps must be an integer >= 0, got {steps!r}")
     if steps == 0:
         return []
-    rng = np.random.default_rng(seed)
-    opt = AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
-    min_lr = lr / 10 if min_lr is None else min_lr
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, min_lr=lr / 10 if min_lr is None else min_lr,
+                      warmup=warmup, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, threads=1,
+                      beta1=0.9, beta2=0.99, num_samples=0, dtype=str(np.dtype(model.dtype)))
+    task = CausalLMTask(train_ids, None, model.config.block_size)
     model.train()
     model.zero_grad()
-    losses = []
-    for step in range(steps):
-        opt.lr = warmup_cosine(step, lr, min_lr, warmup, steps)
-        x, y = get_batch(train_ids, batch_size, model.config.block_size, rng)
-        _, loss = model.forward(backend.to_device(x, model.device), backend.to_device(y, model.device))
-        model.backward()
-        clip_grad_norm([p for p in model.parameters() if p.requires_grad], grad_clip)
-        opt.step()
-        opt.zero_grad()
-        for hook in hooks:
-            hook(model)
-        losses.append(float(loss))
-        if callback is not None:
-            callback(step + 1, model)
-    return losses
+    result = fit(model, task, cfg, progress=progress, log=log or (lambda *a: None), hooks=hooks,
+                 callback=callback)
+    return result["batch_losses"]
 # --8<-- [end:finetune]

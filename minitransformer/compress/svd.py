@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from .. import backend
 from ..nn.linear import Linear
 from ..nn.module import Module
-from .lowrank import DEFAULT_TARGETS, LowRankLinear, _matches, _slots, check_rank, replace_linears
+from .lowrank import DEFAULT_TARGETS, LowRankLinear, _matches, _slots, check_rank, from_linear, replace_linears
 
 
 # --8<-- [start:truncated_factors]
@@ -147,7 +147,7 @@ def svd_compress(model: Module, targets=DEFAULT_TARGETS, *, rank: int | None = N
 
     def make(name, linear):
         k = ranks[name]
-        layer = LowRankLinear.from_linear(linear, k)
+        layer = from_linear(linear, k)
         sigma, m, n = spectra[name]
         fro, spec = eckart_young_error(sigma, k)
         w = linear.weight.data

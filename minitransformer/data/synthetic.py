@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
-IGNORE = -1
+from ..nn.loss import IGNORE_INDEX as IGNORE   # targets that no loss counts
 
 
 def copy_or_reverse_batch(batch_size: int, length: int, n_symbols: int, rng: np.random.Generator,

@@ -14,7 +14,7 @@ depth.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .. import backend
 from ..gradcheck import register
@@ -25,8 +25,12 @@ from ..nn.embedding import Embedding
 from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from ..nn.functional.linear import linear_backward, linear_forward
 from ..nn.layernorm import LayerNorm
-from ..nn.module import Module
+from ..nn.lowrank import LowRankLinear
 from ..positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .model import IGNORE_INDEX, Model
+from .registry import register_model
+
+LOW_RANK_TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")   # the Linears of a block
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class GPTConfig:
     attention: str = "dense"        # attention kernel by name (minitransformer.attention.kernel_names())
     attention_options: dict = field(default_factory=dict)  # options of that kernel (window, ...)
     low_rank: int | None = None     # K: factorise the chosen Linear layers as W ~ A B of rank K
-    low_rank_targets: tuple = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")  # which layers
+    low_rank_targets: tuple = LOW_RANK_TARGETS  # which Linears of every block are factorised
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -60,15 +64,17 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
+        unknown = sorted(set(self.low_rank_targets) - set(LOW_RANK_TARGETS))
+        if unknown:
+            raise ValueError(f"GPTConfig.low_rank_targets: unknown layer(s) {unknown}; "
+                             f"allowed: {list(LOW_RANK_TARGETS)}")
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["low_rank_targets"] = list(self.low_rank_targets)
-        return d
 
-
-class GPT(Module):
+@register_model("gpt", GPTConfig, "decoder-only causal language model (char-level text)")
+class GPT(Model):
     """Decoder-only Transformer with tied input/output embeddings."""
+
+    can_generate = True
 
     def __init__(self, config: GPTConfig, seed: int = 0):
         super().__init__()
@@ -92,9 +98,20 @@ class GPT(Module):
         self.ln_f = LayerNorm(c.d_model) if c.norm == "pre" else None
         self._init_weights(rng, residual_std)
         if c.low_rank is not None:
-            from ..compress.lowrank import factorize_model
-            factorize_model(self, c.low_rank, c.low_rank_targets, init="random", rng=rng)
+            self._factorise(c.low_rank, c.low_rank_targets, rng)
         self.cache = None
+
+    def _factorise(self, rank: int, targets, rng) -> None:
+        """GPTConfig.low_rank: the chosen Linears of every block become rank-K LowRankLinears, drawn
+        so that A @ B has the standard deviation of the weight it replaces (GPT-2's scaling kept)."""
+        for block in self.blocks:
+            for target in targets:
+                owner_name, attr = target.split(".")               # "attn.qkv" -> block.attn.qkv
+                owner = getattr(block, owner_name)
+                linear = getattr(owner, attr)
+                std = float(linear.weight.data.std())               # host array at construction
+                setattr(owner, attr, LowRankLinear(linear.in_features, linear.out_features, rank,
+                                                   bias=linear.bias is not None, rng=rng, std=std))
 
     def _init_weights(self, rng, residual_std: float) -> None:
         """GPT-2 initialisation: every Linear weight ~ N(0, 0.02^2), the two projections that write
@@ -105,7 +122,7 @@ class GPT(Module):
                 p.data = (rng.standard_normal(p.shape) * std).astype(p.dtype)
 
     # --8<-- [start:gpt_forward]
-    def forward(self, idx, targets=None, kv_caches=None, ignore_index: int = -1):
+    def forward(self, idx, targets=None, kv_caches=None, ignore_index: int = IGNORE_INDEX):
         """idx (B, T) int -> logits (B, T, V); with targets (B, T) also the mean cross-entropy.
 
         kv_caches: one KVCache per block for incremental decoding (see generate.py).
@@ -171,21 +188,6 @@ class GPT(Module):
                 for _ in range(c.n_layer)]
 
 
-def load_gpt(path, device: str = "cpu", dtype=None):
-    """(model, tokenizer, meta) from a checkpoint written by the trainer; verified on load."""
-    from ..checkpoint import CheckpointError, load_checkpoint
-    from ..config import from_dict
-    from ..data.tokenizer import CharTokenizer
-    state, _, meta = load_checkpoint(path)
-    if "model_config" not in meta or "tokenizer" not in meta:
-        raise CheckpointError(f"checkpoint {path} has no model configuration or tokenizer")
-    config = from_dict(GPTConfig, meta["model_config"], f"checkpoint {path}")
-    model = GPT(config)
-    model.load_state_dict(state)
-    model.to(device, dtype or meta.get("train_config", {}).get("dtype", "float32"))
-    return model, CharTokenizer.from_dict(meta["tokenizer"]), meta
-
-
 def _gradcheck_gpt(device: str, norm: str, positional: str, n_head: int, T: int):
     from ..gradcheck import check_module
     cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=n_head, d_model=8, norm=norm,
@@ -202,3 +204,17 @@ def _gradcheck_gpt(device: str, norm: str, positional: str, n_head: int, T: int)
 @register("models.GPT")
 def _gradcheck_gpt_all(device: str):
     return [_gradcheck_gpt(device, "pre", "learned", 2, 5), _gradcheck_gpt(device, "post", "sinusoidal", 1, 1)]
+
+
+@register("models.GPT(low_rank)")
+def _gradcheck_gpt_lowrank(device: str):
+    """A whole GPT built with GPTConfig.low_rank: every factor gets the right gradient in context."""
+    from ..gradcheck import check_module
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8, low_rank=3)
+    model = GPT(cfg, seed=5).to(device, "float64")
+    rng = backend.host_rng(6)
+    idx = backend.to_device(rng.integers(0, 11, (2, 4)), device)
+    targets = backend.to_device(rng.integers(0, 11, (2, 4)), device)
+    return check_module("models.GPT(low_rank=3)", model, [idx, targets],
+                        run=lambda m, i, t: m.forward(i, t)[1],
+                        backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)

@@ -14,7 +14,7 @@ $m$ feeds every decoder block, so its gradient is the sum of the blocks' cross-a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
@@ -26,8 +26,9 @@ from ..nn.checks import check_targets, check_token_ids
 from ..nn.embedding import Embedding
 from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
 from ..nn.functional.linear import linear_backward, linear_forward
-from ..nn.module import Module
 from ..positional import SinusoidalPositionalEncoding
+from .model import IGNORE_INDEX, Model
+from .registry import register_model
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,24 @@ class Seq2SeqConfig:
     d_ff: int | None = None         # F (None: 4 C)
     dropout: float = 0.0
     norm: str = "post"              # "post" as in the paper, or "pre"
-    pad_id: int = 0                 # padding id in both vocabularies: masked as keys, ignored as targets
+    pad_id: int = 0                 # padding id of the source (masked as keys) and of the decoder input
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self):
+        for name in ("src_vocab_size", "tgt_vocab_size", "max_src_len", "max_tgt_len", "n_layer",
+                     "n_dec_layer", "n_head", "d_model"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Seq2SeqConfig.{name} must be a positive integer, got {value!r}")
+        if self.d_model % self.n_head:
+            raise ValueError(f"Seq2SeqConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
+        if self.norm not in ("pre", "post"):
+            raise ValueError(f"Seq2SeqConfig.norm must be 'pre' or 'post', got {self.norm!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"Seq2SeqConfig.dropout must lie in [0, 1), got {self.dropout}")
 
 
-class Seq2SeqTransformer(Module):
+@register_model("seq2seq", Seq2SeqConfig, "encoder-decoder Transformer (synthetic sequence tasks)")
+class Seq2SeqTransformer(Model):
     """Encoder-decoder Transformer with a tied target embedding / output projection."""
 
     def __init__(self, config: Seq2SeqConfig, seed: int = 0):
@@ -82,7 +94,7 @@ class Seq2SeqTransformer(Module):
     # --8<-- [start:seq2seq_forward]
     def forward(self, src, tgt_in, tgt_out=None):
         """src (B, S), decoder input tgt_in (B, T) (BOS + target[:-1]) -> logits (B, T, V_t);
-        with tgt_out (B, T) also the mean cross-entropy over non-pad targets."""
+        with tgt_out (B, T) also the mean cross-entropy over the targets that are not IGNORE_INDEX."""
         c = self.config
         check_token_ids(tgt_in, "Seq2Seq decoder input", c.tgt_vocab_size, c.max_tgt_len)
         memory, src_pad = self.encode(src)
@@ -91,8 +103,8 @@ class Seq2SeqTransformer(Module):
         logits, head_cache = linear_forward(h, self.tgt_embed.weight.data.T)   # (B,T,C) @ (C,V) -> (B,T,V)
         loss = ce_cache = None
         if tgt_out is not None:
-            check_targets(tgt_out, "Seq2Seq targets", c.tgt_vocab_size, c.pad_id, tgt_in.shape)
-            loss, ce_cache = cross_entropy_forward(logits, tgt_out, ignore_index=c.pad_id)
+            check_targets(tgt_out, "Seq2Seq targets", c.tgt_vocab_size, IGNORE_INDEX, tgt_in.shape)
+            loss, ce_cache = cross_entropy_forward(logits, tgt_out, ignore_index=IGNORE_INDEX)
         self.cache = (head_cache, ce_cache) if self.keep_cache else None
         return logits, loss
     # --8<-- [end:seq2seq_forward]
@@ -100,8 +112,12 @@ class Seq2SeqTransformer(Module):
     # --8<-- [start:seq2seq_backward]
     def backward(self, dlogits=None, dloss: float = 1.0):
         """The forward in reverse: head, decoder (giving d memory), encoder, embeddings."""
+        if self.cache is None:
+            raise RuntimeError("Seq2SeqTransformer.backward called without a forward pass that kept its cache")
         head_cache, ce_cache = self.cache
         if dlogits is None:
+            if ce_cache is None:
+                raise ValueError("Seq2SeqTransformer.backward(): the forward had no targets; pass dlogits")
             dlogits, _ = cross_entropy_backward(dloss, ce_cache)
         # fwd: logits = h @ E_t^T  =>  dh = dlogits @ E_t,  dE_t += (h^T dlogits)^T
         dh, dwt, _ = linear_backward(dlogits, head_cache)
@@ -152,7 +168,7 @@ def _gradcheck_seq2seq(device: str):
         model = Seq2SeqTransformer(cfg, seed=1).to(device, "float64")
         src = backend.to_device(np.array([[1, 2, 3, 4, 0], [5, 6, 1, 0, 0]]), device)   # padded sources
         tgt_in = backend.to_device(np.array([[1, 2, 3, 4], [1, 5, 2, 0]]), device)
-        tgt_out = backend.to_device(np.array([[2, 3, 4, 5], [5, 2, 0, 0]]), device)
+        tgt_out = backend.to_device(np.array([[2, 3, 4, 5], [5, 2, IGNORE_INDEX, IGNORE_INDEX]]), device)
         results.append(check_module(f"models.Seq2SeqTransformer({norm}-LN)", model, [src, tgt_in, tgt_out],
                                     run=lambda m, s, i, o: m.forward(s, i, o)[1],
                                     backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5,

@@ -13,8 +13,9 @@ from .module import Module
 class Dropout(Module):
     """Inverted dropout with drop probability p (0 <= p < 1).
 
-    Masks come from a generator on the input's device, ``backend.device_rng(device, seed)``; it is
-    created lazily, and again (from `seed`) when the module or its input moves to another device.
+    Masks come from a generator on the input's device, ``backend.device_rng(device, seed)``: one on
+    the CPU from the start (so ``Module.random_state()`` saves it for an exact resume), created again
+    (from `seed`) when the module or its input moves to another device.
     """
 
     def __init__(self, p: float = 0.1, seed: int | None = None):
@@ -22,7 +23,7 @@ class Dropout(Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: expected 0 <= p < 1, got p={p}")
         self.p, self.seed = float(p), seed
-        self._rng, self._rng_device = None, None
+        self._rng, self._rng_device = backend.device_rng("cpu", seed), "cpu"
         self.cache, self._identity = None, False
 
     def _generator(self, device: str):
@@ -32,7 +33,8 @@ class Dropout(Module):
 
     def reseed(self, seed: int | None) -> None:
         """Draw the next masks from a new generator seeded with `seed`."""
-        self.seed, self._rng, self._rng_device = seed, None, None
+        device = self._rng_device or "cpu"
+        self.seed, self._rng, self._rng_device = seed, backend.device_rng(device, seed), device
 
     def to(self, device=None, dtype=None) -> "Dropout":
         super().to(device, dtype)

@@ -6,7 +6,7 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 from .. import backend
 from ..gradcheck import check_module, float64_inputs, register
 from .checks import check_array
-from .functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from .functional.cross_entropy import IGNORE_INDEX, cross_entropy_backward, cross_entropy_forward
 from .module import Module
 
 
@@ -19,7 +19,7 @@ class CrossEntropyLoss(Module):
     backward(dloss=1.0) returns dlogits.
     """
 
-    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0):
+    def __init__(self, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0):
         super().__init__()
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"CrossEntropyLoss: label_smoothing must lie in [0, 1], got {label_smoothing}")

@@ -7,6 +7,12 @@ A Module's contract:
 * ``backward(dout)`` returns the gradient(s) with respect to the inputs and *adds* (``+=``) into the
   ``.grad`` of each of its parameters;
 * ``zero_grad()`` is explicit: gradients accumulate over micro-batches until it is called.
+
+State is more than the parameters. *Buffers* are arrays that are not trained but change the output
+(Performer's random features, Reformer's rotations, a quantized layer's int8 weights): a Module lists
+their attribute names in ``_buffers``, and ``state_dict()`` / ``load_state_dict()`` carry them with
+the weights. *Random generators* (dropout masks, redrawn features) are state for an exact resume:
+``random_state()`` / ``set_random_state()`` save and restore every host NumPy generator of the tree.
 """
 from __future__ import annotations
 
@@ -99,6 +105,41 @@ class Module:
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
 
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, "Module"]]:
+        """(dotted name, Module) for this module ("") and every sub-module, depth first."""
+        yield prefix.rstrip("."), self
+        for name, child in self._children():
+            if isinstance(child, Module):
+                yield from child.named_modules(f"{prefix}{name}.")
+
+    def named_buffers(self) -> Iterator[tuple[str, object]]:
+        """(dotted name, array) of every buffer that is set (see the module docstring)."""
+        for name, m in self.named_modules():
+            for attr in getattr(m, "_buffers", ()):
+                value = getattr(m, attr, None)
+                if value is not None:
+                    yield (f"{name}.{attr}" if name else attr), value
+
+    def _generators(self) -> Iterator[tuple[str, object]]:
+        """(dotted name, host NumPy Generator) of every generator attribute in the tree."""
+        for name, m in self.named_modules():
+            for attr, value in vars(m).items():
+                if isinstance(value, np.random.Generator):
+                    yield (f"{name}.{attr}" if name else attr), value
+
+    def random_state(self) -> dict:
+        """JSON-able states of every host random generator (dropout, redrawn features), by name."""
+        return {name: g.bit_generator.state for name, g in self._generators()}
+
+    def set_random_state(self, state: dict) -> None:
+        """Restore what random_state() returned; the names must match this module's generators."""
+        own = dict(self._generators())
+        if set(own) != set(state):
+            raise ValueError(f"random state does not match the model: expected generators {sorted(own)[:6]}, "
+                             f"got {sorted(state)[:6]}")
+        for name, g in own.items():
+            g.bit_generator.state = state[name]
+
     def modules(self) -> Iterator["Module"]:
         """This module and every sub-module, depth first."""
         yield self
@@ -162,15 +203,18 @@ class Module:
         return params[0].dtype if params else np.dtype(np.float32)
 
     def state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Host NumPy copies of every parameter, by dotted name."""
-        return OrderedDict((n, backend.to_numpy(p.data).copy()) for n, p in self.named_parameters())
+        """Host NumPy copies of every parameter and buffer, by dotted name."""
+        state = OrderedDict((n, backend.to_numpy(p.data).copy()) for n, p in self.named_parameters())
+        state.update((n, backend.to_numpy(b).copy()) for n, b in self.named_buffers())
+        return state
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays into the parameters, checking names and shapes; values keep this module's
-        device and dtype."""
+        """Copy arrays into the parameters and buffers, checking names and shapes; parameters keep
+        this module's device and dtype, buffers this module's device and their saved dtype."""
         own = dict(self.named_parameters())
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
+        buffers = {name: value for name, value in self.named_buffers()}
+        missing = sorted((set(own) | set(buffers)) - set(state))
+        unexpected = sorted(set(state) - set(own) - set(buffers))
         if strict and (missing or unexpected):
             raise ValueError(
                 f"state dict does not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}"
@@ -186,6 +230,16 @@ class Module:
                     f"{tuple(p.shape)} (was it saved from another configuration?)"
                 )
             p.data = backend.to_device(value, p.device, p.dtype).copy()
+        modules = dict(self.named_modules())
+        for name, old in buffers.items():
+            if name not in state:
+                continue
+            value = state[name]
+            if tuple(value.shape) != tuple(old.shape):
+                raise ValueError(f"buffer {name!r}: checkpoint has shape {tuple(value.shape)}, model expects "
+                                 f"{tuple(old.shape)} (was it saved from another configuration?)")
+            owner, _, attr = name.rpartition(".")
+            setattr(modules[owner], attr, backend.to_device(value, backend.device_of(old)).copy())
 
     def extra_repr(self) -> str:
         return ""

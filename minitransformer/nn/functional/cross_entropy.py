@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 from ...backend import get_array_module
 from .softmax import shifted_exp
 
+IGNORE_INDEX = -100   # the target id every loss and model of the package skips (as in PyTorch)
+
 
 class CrossEntropyCache(NamedTuple):
     probs: Any              # (N, V) softmax of the logits
@@ -32,7 +34,7 @@ class CrossEntropyCache(NamedTuple):
 
 
 # --8<-- [start:cross_entropy_forward]
-def cross_entropy_forward(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0):
+def cross_entropy_forward(logits, targets, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0):
     """Mean cross-entropy over the non-ignored rows; logits (..., V), integer targets (...).
 
     Returns (loss, cache) with loss a 0-d array of the logits' dtype.

@@ -1,0 +1,35 @@
+"""The model contract: what the training loop, checkpoints, `generate` and `compress` rely on.
+
+A model is a Module (forward, backward, parameters, buffers, state_dict, to, train/eval) built from a
+frozen config dataclass, and registered by a short name (its *kind*, see ``registry.py``):
+
+* ``forward(*inputs, targets)`` returns ``(output, loss)``; the loss is the mean over the targets
+  that are not ``IGNORE_INDEX`` (None without targets). ``backward(dout=None, dloss=1.0)``
+  backpropagates from the loss scaled by ``dloss`` (or from a given gradient of the output) and adds
+  into every ``Parameter.grad``.
+* ``config`` is the dataclass it was built from; ``describe()`` gives ``{"kind", "config"}`` as plain
+  JSON, which is all a checkpoint needs to build the same model again.
+* ``can_generate`` says whether ``minitransformer.generate`` may sample from it: a causal language
+  model with ``forward(idx, kv_caches=...)``, ``config.block_size``, ``supports_kv_cache`` and
+  ``make_kv_caches``.
+
+Models know no training, checkpoints, tokenizers, configuration files or compression.
+"""
+from __future__ import annotations
+
+from ..config import to_dict
+from ..nn.loss import IGNORE_INDEX
+from ..nn.module import Module
+
+__all__ = ["IGNORE_INDEX", "Model"]
+
+
+class Model(Module):
+    """Base class of every registered model family."""
+
+    kind = "model"          # set by @register_model
+    can_generate = False    # causal LMs that `generate` can sample from set this True
+
+    def describe(self) -> dict:
+        """{"kind": registered name, "config": the config as a JSON-able dict}."""
+        return {"kind": self.kind, "config": to_dict(self.config)}
