@@ -23,6 +23,7 @@ import numpy as np  # host-side shared memory: this module is CPU-only by design
 
 from . import backend
 from .nn.dropout import reseed_replica
+from .tasks.base import Task
 
 
 def flatten(arrays, out=None):
@@ -77,12 +78,13 @@ class DataParallel:
     loss and gradient (``task.forward_backward``, see ``tasks/base.py``). Use as a context manager.
     """
 
-    def __init__(self, model, build, n_workers: int, task):
+    def __init__(self, model, build, n_workers: int = 2, task=None):
         if n_workers < 1:
             raise ValueError(f"DataParallel: n_workers must be >= 1, got {n_workers}")
         if model.device != "cpu":
             raise ValueError("DataParallel runs on the CPU; move the model with .to('cpu')")
         self.model, self.n_workers = model, n_workers
+        task = task if task is not None else Task()
         self.params = model.parameters()
         self.dtype = self.params[0].dtype
         n = sum(p.data.size for p in self.params)

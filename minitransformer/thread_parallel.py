@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import backend
 from .nn.dropout import reseed_replica
+from .tasks.base import Task
 
 
 # Every replica runs as many Python-level operations as the whole model would (only the arrays are
@@ -85,14 +86,15 @@ class ThreadParallel:
 
     `task` computes each shard's loss and gradient (``task.forward_backward(model, shard, dloss)``)
     and says how many targets a shard's mean runs over (``task.counted(shard)``); see ``tasks/base.py``.
+    The default, ``Task()``, fits a batch ``(inputs..., targets)`` of any model of the contract.
     """
 
-    def __init__(self, model, n_threads: int, task):
+    def __init__(self, model, n_threads: int = 2, task=None):
         if n_threads < 1:
             raise ValueError(f"ThreadParallel: n_threads must be >= 1, got {n_threads}")
         if model.device != "cpu":
             raise ValueError(f"ThreadParallel runs on the CPU; the model is on {model.device!r}")
-        self.model, self.n_threads, self.task = model, n_threads, task
+        self.model, self.n_threads, self.task = model, n_threads, task if task is not None else Task()
         self.replicas = [model] + [_replica(model, r) for r in range(1, n_threads)]
         self.pool = ThreadPoolExecutor(n_threads - 1) if n_threads > 1 else None
 

@@ -23,7 +23,7 @@ def ckpt(tmp_path_factory):
     tok = CharTokenizer.from_text(TEXT)
     cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=1, n_head=2, d_model=16)
     model = GPT(cfg, seed=0)
-    meta = {"model_config": cfg.to_dict(), "tokenizer": tok.to_dict(),
+    meta = {"model": model.describe(), "tokenizer": tok.to_dict(),
             "train_config": {"dtype": "float32", "val_fraction": 0.1}, "step": 0}
     save_checkpoint(root / "run", model.state_dict(), meta)
     (root / "text.txt").write_text(TEXT)
@@ -49,7 +49,8 @@ def test_methods_write_loadable_checkpoints(ckpt, capsys, method, extra, kind):
     assert _run(ckpt, "--method", method, "--out", str(out), *extra) == 0
     printed = capsys.readouterr().out
     assert "| original |" in printed and f"| {method} |" in printed and "validation loss" in printed
-    model, tok, meta = load_compressed(out)
+    model, meta = load_compressed(out)
+    tok = CharTokenizer.from_dict(meta["tokenizer"])
     assert meta["compression"]["method"] == method
     if kind is not None:
         assert isinstance(model.blocks[0].attn.qkv, kind)
@@ -63,7 +64,7 @@ def test_methods_write_loadable_checkpoints(ckpt, capsys, method, extra, kind):
 def test_prune_keeps_sparsity_after_finetune(ckpt):
     out = ckpt / "pruned"
     assert _run(ckpt, "--method", "prune-finetune", "--sparsity", "0.6", "--steps", "3", "--out", str(out)) == 0
-    model, _, _ = load_compressed(out)
+    model, _ = load_compressed(out)
     w = backend.to_numpy(model.blocks[0].ffn.fc1.weight.data)
     assert (w == 0).mean() == pytest.approx(0.6, abs=0.01)
 
@@ -82,13 +83,18 @@ def test_bad_arguments(ckpt, capsys, extra, message):
 
 
 def test_checkpoint_of_another_model(tmp_path, capsys):
+    from minitransformer.models.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+    seq2seq = Seq2SeqTransformer(Seq2SeqConfig(n_layer=1, n_dec_layer=1, n_head=2, d_model=8))
+    save_checkpoint(tmp_path / "s2s", seq2seq.state_dict(), {"model": seq2seq.describe()})
+    assert main(["compress", str(tmp_path / "s2s"), "--method", "int8"]) == 2
+    assert "holds a 'seq2seq' model" in capsys.readouterr().err
     save_checkpoint(tmp_path / "bert", {"w": np.zeros(3, np.float32)},
-                    {"model_type": "bert", "model_config": {"n_layer": 1}, "tokenizer": {"type": "char", "chars": "ab"}})
+                    {"model": {"kind": "bert", "config": {"n_layer": 1}}, "tokenizer": {"type": "char", "chars": "ab"}})
     assert main(["compress", str(tmp_path / "bert"), "--method", "int8"]) == 2
-    assert "holds a 'bert' model" in capsys.readouterr().err
+    assert "unknown model family 'bert'" in capsys.readouterr().err
     save_checkpoint(tmp_path / "other", {"w": np.zeros(3, np.float32)},
-                    {"model_config": {"n_layer": 1, "vision_patch": 4}, "tokenizer": {"type": "char", "chars": "ab"}})
+                    {"model": {"kind": "gpt", "config": {"n_layer": 1, "vision_patch": 4}}})
     assert main(["compress", str(tmp_path / "other"), "--method", "int8"]) == 2
-    assert "another model" in capsys.readouterr().err
+    assert "unknown key(s) ['vision_patch']" in capsys.readouterr().err
     assert main(["compress", str(tmp_path / "missing"), "--method", "int8"]) == 2
     assert "no checkpoint" in capsys.readouterr().err

@@ -57,7 +57,7 @@ def test_bad_rank(rank):
     with pytest.raises(ValueError, match=r"rank must lie in \[1, min\(m, n\)\]"):
         LowRankLinear(6, 4, rank)
     with pytest.raises(ValueError, match="rank"):
-        LowRankLinear.from_linear(Linear(6, 4), rank)
+        from_linear(Linear(6, 4), rank)
 
 
 def test_rank_type():

@@ -80,7 +80,7 @@ def test_bad_input_is_named(device):
     with pytest.raises(ValueError, match=r"targets: expected shape \(1, 3\)"):
         model.forward(backend.to_device(np.zeros((1, 3), np.int64), device),
                       backend.to_device(np.zeros((1, 4), np.int64), device))
-    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 13\) or equal ignore_index=-1, got values in \[0, 40\]"):
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 13\) or equal ignore_index=-100, got values in \[-1, 40\]"):
         model.forward(backend.to_device(np.zeros((1, 3), np.int64), device),
                       backend.to_device(np.array([[0, 40, -1]]), device))
     with pytest.raises(ValueError, match="not divisible by n_head"):

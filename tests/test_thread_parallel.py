@@ -14,7 +14,7 @@ def _batch(B, seed=0, ignored=()):
     rng = np.random.default_rng(seed)
     x, y = rng.integers(0, 9, (B, 8)), rng.integers(0, 9, (B, 8))
     for row, col in ignored:
-        y[row, col] = -1                                   # GPT's ignore_index
+        y[row, col] = -100                                 # IGNORE_INDEX
     return x, y
 
 
@@ -33,7 +33,7 @@ def test_threads_match_one_thread(n_threads, B):
     single.backward(dloss=0.5)
     model = GPT(CFG, seed=5).to("cpu", "float64")
     with ThreadParallel(model, n_threads) as tp:
-        loss_tp = tp.forward_backward(x, y, dloss=0.5)
+        loss_tp = tp.forward_backward((x, y), dloss=0.5)
     assert loss_tp == pytest.approx(float(loss), rel=1e-12)
     for (name, p), (_, q) in zip(single.named_parameters(), model.named_parameters()):
         np.testing.assert_allclose(q.grad, p.grad, rtol=1e-9, atol=1e-14, err_msg=name)
@@ -44,17 +44,17 @@ def test_gradients_accumulate_and_replicas_follow_the_weights():
     model = GPT(CFG, seed=5).to("cpu", "float64")
     opt = AdamW(model.parameters(), lr=1e-2)
     with ThreadParallel(model, 2) as tp:
-        tp.forward_backward(x, y)
+        tp.forward_backward((x, y))
         once = [p.grad.copy() for p in model.parameters()]
-        tp.forward_backward(x, y)                          # a second micro-batch adds up (+=)
+        tp.forward_backward((x, y))                          # a second micro-batch adds up (+=)
         for p, g in zip(model.parameters(), once):
             np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-12)
         opt.step()                                         # in place: the replicas see it
         opt.zero_grad()
-        assert tp.forward_backward(x, y) == pytest.approx(float(model.forward(x, y)[1]), rel=1e-12)
+        assert tp.forward_backward((x, y)) == pytest.approx(float(model.forward(x, y)[1]), rel=1e-12)
         model.load_state_dict(GPT(CFG, seed=7).to("cpu", "float64").state_dict())   # new arrays
         opt.zero_grad()
-        assert tp.forward_backward(x, y) == pytest.approx(float(model.forward(x, y)[1]), rel=1e-12)
+        assert tp.forward_backward((x, y)) == pytest.approx(float(model.forward(x, y)[1]), rel=1e-12)
 
 
 def test_each_replica_draws_its_own_dropout_masks():
@@ -65,7 +65,7 @@ def test_each_replica_draws_its_own_dropout_masks():
     for _ in range(2):
         model = GPT(cfg, seed=5).to("cpu", "float64")
         with ThreadParallel(model, 2) as tp:
-            tp.forward_backward(x, y)
+            tp.forward_backward((x, y))
             masks = [backend.to_numpy(replica.drop.cache.mask) for replica in tp.replicas]
         assert not np.array_equal(masks[0], masks[1])
         grads.append(model.wte.weight.grad.copy())
@@ -78,14 +78,14 @@ def test_bad_input_and_errors_in_a_thread():
         ThreadParallel(model, 0)
     x, y = _batch(4)
     with ThreadParallel(model, 2) as tp:
-        with pytest.raises(ValueError, match="same batch size"):
-            tp.forward_backward(x, y[:3])
+        with pytest.raises(ValueError, match="share the batch size"):
+            tp.forward_backward((x, y[:3]))
         x_bad = x.copy()
         x_bad[3, 0] = 40                                   # out of the vocabulary, in the second shard
         with pytest.raises(ValueError, match="token ids must lie"):
-            tp.forward_backward(x_bad, y)
+            tp.forward_backward((x_bad, y))
         model.zero_grad()                                  # nothing of the failed shards is left over
-        tp.forward_backward(x, y)
+        tp.forward_backward((x, y))
         reference = GPT(CFG, seed=5)
         reference.forward(x, y)
         reference.backward()
@@ -109,16 +109,18 @@ def test_cuda_model_is_refused(device):
         ThreadParallel(GPT(CFG, seed=5).to(device), 2)
 
 
-def test_training_with_threads_matches_one_thread():
-    from minitransformer.train import TrainConfig, train
-    text = "abcdefgh, hgfedcba. " * 50
+def test_training_with_threads_matches_one_thread(tmp_path):
+    from minitransformer.presets import start_run
+    from minitransformer.train import TrainConfig
+    path = tmp_path / "text.txt"
+    path.write_text("abcdefgh, hgfedcba. " * 50)
     cfg = dict(steps=4, batch_size=4, eval_interval=4, eval_iters=2, num_samples=0, dtype="float64")
     model = GPTConfig(block_size=8, n_layer=1, n_head=2, d_model=8)
     quiet = dict(progress=False, log=lambda *a: None)
-    one = train(model, TrainConfig(**cfg, threads=1), text, **quiet)
-    three = train(model, TrainConfig(**cfg, threads=3), text, **quiet)
+    one = start_run("gpt", model, TrainConfig(**cfg, threads=1), data=path, **quiet)
+    three = start_run("gpt", model, TrainConfig(**cfg, threads=3), data=path, **quiet)
     assert three["history"][-1]["val_loss"] == pytest.approx(one["history"][-1]["val_loss"], rel=1e-9)
-    with pytest.raises(ValueError, match="threads must be >= 0"):
+    with pytest.raises(ValueError, match="threads must be an integer >= 0"):
         TrainConfig(threads=-1)
     with pytest.raises(ValueError, match="not both"):
         TrainConfig(batch_size=4, workers=2, threads=2)

@@ -106,7 +106,7 @@ def ours_step(cfg: dict, device: str, threads: int = 1):
         x = backend.to_device(rng.integers(0, V, (B, T)), device)
         y = backend.to_device(rng.integers(0, V, (B, T)), device)
         if parallel is not None:
-            parallel.forward_backward(x, y)
+            parallel.forward_backward((x, y))
         else:
             model.forward(x, y)
             model.backward()

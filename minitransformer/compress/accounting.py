@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 
 from ..nn.linear import Linear
 from ..nn.module import Module
-from .lowrank import LowRankLinear, _slots
+from ..nn.lowrank import LowRankLinear
+from .surgery import slots
 
 
 # --8<-- [start:break_even]
@@ -94,14 +95,14 @@ def model_costs(model: Module) -> list[LayerCost]:
     """One LayerCost per Linear-like layer, plus a row 'other' for every remaining parameter
     (embeddings, norms; counted as parameters and bytes, FLOPs 0: a lookup is free, a norm is O(C))."""
     rows, seen = [], set()
-    for name, _, _, child in _slots(model):
+    for name, _, _, child in slots(model):
         if any(name.startswith(s + ".") for s in seen):
             continue                                   # inside a layer already counted
         cost = layer_cost(name, child)
         if cost is not None:
             rows.append(cost)
             seen.add(name)
-    children = {n: c for n, _, _, c in _slots(model)}
+    children = {n: c for n, _, _, c in slots(model)}
     counted = {id(p) for name in seen for p in children[name].parameters()}
     rest = [p.data for p in model.parameters() if id(p) not in counted]
     if rest:

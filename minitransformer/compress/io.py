@@ -14,14 +14,15 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ..nn.module import Module
 from .lora import LoRALinear
-from .lowrank import LowRankLinear, _slots
+from ..nn.lowrank import LowRankLinear
+from .surgery import slots
 from .quantize import QuantizedLinear
 
 
 def describe_layers(model: Module) -> dict:
     """{dotted name: description} of every compressed layer in the model."""
     out = {}
-    for name, _, _, child in _slots(model):
+    for name, _, _, child in slots(model):
         if isinstance(child, LowRankLinear):
             out[name] = {"kind": "lowrank", "rank": child.rank}
         elif isinstance(child, QuantizedLinear):
@@ -42,11 +43,11 @@ def save_compressed(path, model: Module, meta: dict, method: str, extra: dict | 
 def _replace_exact(model, layers: dict, make) -> None:
     """Replace exactly the Linears named in `layers` (full dotted names) by make(name, linear)."""
     from ..nn.linear import Linear
-    slots = {n: (owner, key, child) for n, owner, key, child in _slots(model)}
+    found = {n: (owner, key, child) for n, owner, key, child in slots(model)}
     for name in layers:
-        if name not in slots or not isinstance(slots[name][2], (Linear, LowRankLinear)):
+        if name not in found or not isinstance(found[name][2], (Linear, LowRankLinear)):
             raise CheckpointError(f"compressed layer {name!r} does not exist as a Linear in this model")
-        owner, key, child = slots[name]
+        owner, key, child = found[name]
         if isinstance(child, LowRankLinear) and layers[name] == {"kind": "lowrank", "rank": child.rank}:
             continue                                   # built low-rank by the config already
         new = make(name, child)

@@ -24,7 +24,8 @@ from ..gradcheck import check_functional, check_module, float64_inputs, register
 from ..nn.checks import check_array
 from ..nn.linear import Linear
 from ..nn.module import Module, Parameter
-from .lowrank import DEFAULT_TARGETS, check_rank, replace_linears
+from ..nn.lowrank import check_rank
+from .surgery import DEFAULT_TARGETS, replace_linears
 
 
 class LoRACache(NamedTuple):

@@ -1,95 +1,23 @@
-r"""Model surgery: swap a model's Linear layers for other layers, and factorise them.
+r"""Factorising a model: turn its chosen Linear layers into low-rank ones.
 
-:func:`replace_linears` walks a model and swaps the Linear layers whose dotted names match a list of
-targets; every compression method uses it. :func:`factorize_model` turns the chosen Linears into
-:class:`~minitransformer.nn.lowrank.LowRankLinear` layers (fresh or from the truncated SVD of the
-trained weights, :func:`from_linear`). The layer itself lives with the layers, in ``nn/lowrank.py``.
+:func:`factorize_model` swaps the Linears named by a list of targets for
+:class:`~minitransformer.nn.lowrank.LowRankLinear` layers, fresh or from the truncated SVD of the
+trained weights (:func:`~minitransformer.compress.svd.from_linear`). The layer itself lives with the
+layers, in ``nn/lowrank.py``; the swapping is ``surgery.py``'s.
 """
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from .. import backend
-from ..nn.linear import Linear
 from ..nn.lowrank import (LowRankCache, LowRankLinear, WeightView, check_rank, lowrank_linear_backward,
                           lowrank_linear_forward)
 from ..nn.module import Module
+from .surgery import DEFAULT_TARGETS, replace_linears
+from .svd import from_linear
 
 __all__ = ["LowRankCache", "LowRankLinear", "WeightView", "check_rank", "lowrank_linear_forward",
            "lowrank_linear_backward", "from_linear", "replace_linears", "factorize_model", "DEFAULT_TARGETS"]
-
-
-def from_linear(linear: Linear, rank: int) -> LowRankLinear:
-    """The rank-K layer closest to `linear` in Frobenius and spectral norm (Eckart–Young):
-    A = U_K sqrt(S_K), B = sqrt(S_K) V_K^T, bias copied. Same device and dtype as `linear`."""
-    from .svd import truncated_factors  # svd.py imports this file; import here to avoid a cycle
-    w = linear.weight.data
-    check_rank(rank, *w.shape, "from_linear")
-    a, b = truncated_factors(w, rank)
-    layer = LowRankLinear(w.shape[0], w.shape[1], rank, bias=linear.bias is not None)
-    layer.to(linear.weight.device, w.dtype)
-    layer.a.data, layer.b.data = a.astype(w.dtype), b.astype(w.dtype)
-    if linear.bias is not None:
-        layer.bias.data = linear.bias.data.astype(w.dtype)   # astype copies
-    return layer
-
-
-# -- model surgery ----------------------------------------------------------------------------
-
-def _matches(name: str, targets) -> bool:
-    """True when the dotted pieces of some target appear, contiguous, among the pieces of `name`:
-    "attn.qkv" matches "blocks.0.attn.qkv", "ffn" matches "blocks.3.ffn.fc1"."""
-    parts = name.split(".")
-    for target in targets:
-        t = target.split(".")
-        if any(parts[i:i + len(t)] == t for i in range(len(parts) - len(t) + 1)):
-            return True
-    return False
-
-
-def _slots(module: Module, prefix: str = ""):
-    """(dotted name, owner, key, child) for every Module reachable through attributes and lists;
-    `owner[key]` (a list) or `setattr(owner, key, ...)` (a Module) replaces the child."""
-    for attr, value in list(vars(module).items()):
-        if isinstance(value, Module):
-            yield f"{prefix}{attr}", module, attr, value
-            yield from _slots(value, f"{prefix}{attr}.")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, Module):
-                    yield f"{prefix}{attr}.{i}", value, i, item
-                    yield from _slots(item, f"{prefix}{attr}.{i}.")
-
-
-# --8<-- [start:replace_linears]
-def replace_linears(model: Module, targets, make: Callable[[str, Linear], Module],
-                    kind: type = Linear) -> list[str]:
-    """Swap every `kind` (default Linear) sub-module whose dotted name matches one of `targets`
-    for `make(name, layer)`; return the names replaced. Raises ValueError if nothing matched."""
-    if isinstance(targets, str):
-        targets = [targets]
-    targets = list(targets)
-    if not targets:
-        raise ValueError("replace_linears: expected at least one target name, got none")
-    found = [(n, owner, key, child) for n, owner, key, child in _slots(model)
-             if isinstance(child, kind) and _matches(n, targets)]
-    if not found:
-        names = [n for n, _, _, c in _slots(model) if isinstance(c, kind)]
-        raise ValueError(f"replace_linears: no {kind.__name__} matches targets {targets}; "
-                         f"the model has {names[:12]}{' ...' if len(names) > 12 else ''}")
-    for name, owner, key, child in found:
-        new = make(name, child)
-        if isinstance(owner, list):
-            owner[key] = new
-        else:
-            setattr(owner, key, new)
-    return [n for n, *_ in found]
-# --8<-- [end:replace_linears]
-
-
-DEFAULT_TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")
 
 
 # --8<-- [start:factorize_model]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from .. import backend
 from ..nn.linear import Linear
 from ..nn.module import Module
-from .lowrank import DEFAULT_TARGETS, _matches, _slots
+from .surgery import DEFAULT_TARGETS, matches, slots
 
 
 def check_sparsity(sparsity, where: str = "sparsity") -> float:
@@ -80,8 +80,8 @@ def cubic_sparsity(step: int, final: float, begin: int, end: int, initial: float
 
 def _target_weights(model: Module, targets) -> dict:
     targets = [targets] if isinstance(targets, str) else list(targets)
-    found = {f"{n}.weight": c.weight for n, _, _, c in _slots(model)
-             if isinstance(c, Linear) and _matches(n, targets)}
+    found = {f"{n}.weight": c.weight for n, _, _, c in slots(model)
+             if isinstance(c, Linear) and matches(n, targets)}
     if not found:
         raise ValueError(f"no Linear matches targets {targets}")
     return found
@@ -164,9 +164,9 @@ def prune_model(model: Module, sparsity: float, targets=DEFAULT_TARGETS, scope: 
 
 def _attention_pairs(model: Module, attn: str = "attn"):
     """(prefix, qkv Linear, proj Linear) for every attention block named '*.{attn}'."""
-    slots = {n: c for n, _, _, c in _slots(model)}
+    modules = {n: c for n, _, _, c in slots(model)}
     pairs = []
-    for name, child in slots.items():
+    for name, child in modules.items():
         if name == attn or name.endswith("." + attn):
             qkv, proj = getattr(child, "qkv", None), getattr(child, "proj", None)
             if isinstance(qkv, Linear) and isinstance(proj, Linear):

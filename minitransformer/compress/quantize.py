@@ -23,7 +23,8 @@ from .. import backend
 from ..nn.checks import check_array
 from ..nn.linear import Linear
 from ..nn.module import Module
-from .lowrank import DEFAULT_TARGETS, WeightView, replace_linears
+from ..nn.lowrank import WeightView
+from .surgery import DEFAULT_TARGETS, replace_linears
 
 SCALE_MIN = 1e-12     # the clamp: a column of zeros gets this scale instead of 0
 MODES = ("int8", "int8-dynamic", "fp16")

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 from .. import backend
 from ..nn.linear import Linear
 from ..nn.module import Module
-from .lowrank import DEFAULT_TARGETS, LowRankLinear, _matches, _slots, check_rank, from_linear, replace_linears
+from ..nn.lowrank import LowRankLinear, check_rank
+from .surgery import DEFAULT_TARGETS, matches, replace_linears, slots
 
 
 # --8<-- [start:truncated_factors]
@@ -40,6 +41,20 @@ def eckart_young_error(sigma, k: int) -> tuple[float, float]:
     spec = float(tail[0]) if tail.size else 0.0
     return fro, spec
 # --8<-- [end:truncated_factors]
+
+
+def from_linear(linear: Linear, rank: int) -> LowRankLinear:
+    """The rank-K layer closest to `linear` in Frobenius and spectral norm (Eckart–Young):
+    A = U_K sqrt(S_K), B = sqrt(S_K) V_K^T, bias copied. Same device and dtype as `linear`."""
+    w = linear.weight.data
+    check_rank(rank, *w.shape, "from_linear")
+    a, b = truncated_factors(w, rank)
+    layer = LowRankLinear(w.shape[0], w.shape[1], rank, bias=linear.bias is not None)
+    layer.to(linear.weight.device, w.dtype)
+    layer.a.data, layer.b.data = a.astype(w.dtype), b.astype(w.dtype)
+    if linear.bias is not None:
+        layer.bias.data = linear.bias.data.astype(w.dtype)   # astype copies
+    return layer
 
 
 def measured_error(w, approx) -> tuple[float, float]:
@@ -127,7 +142,7 @@ def svd_compress(model: Module, targets=DEFAULT_TARGETS, *, rank: int | None = N
     if len(given) != 1:
         raise ValueError(f"svd_compress: give exactly one of rank, energy, budget; got {given or 'none'}")
     targets = [targets] if isinstance(targets, str) else list(targets)
-    linears = {n: c for n, _, _, c in _slots(model) if isinstance(c, Linear) and _matches(n, targets)}
+    linears = {n: c for n, _, _, c in slots(model) if isinstance(c, Linear) and matches(n, targets)}
     if not linears:
         raise ValueError(f"svd_compress: no Linear matches targets {targets}")
     spectra = {}

@@ -38,10 +38,10 @@ def gradient_agreement(splitter, n: int) -> float:
     parent = build("float64")
     if splitter is ThreadParallel:
         with ThreadParallel(parent, n) as tp:
-            tp.forward_backward(x, y)
+            tp.forward_backward((x, y))
     else:
         with DataParallel(parent, functools.partial(build, "float64"), n) as dp:
-            dp.forward_backward(x, y)
+            dp.forward_backward((x, y))
     return max(float(np.abs(p.grad - q.grad).max()) for p, q in zip(single.parameters(), parent.parameters()))
 
 
@@ -77,7 +77,7 @@ def thread_speedup(C: int, B: int, T: int, steps: int = 60, rounds: int = 3) -> 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 65, (B, T)), rng.integers(0, 65, (B, T))
     run = {"one": lambda: (one.forward(x, y), one.backward(), one.zero_grad()),
-           "two": lambda: (split.forward_backward(x, y), split.model.zero_grad())}
+           "two": lambda: (split.forward_backward((x, y)), split.model.zero_grad())}
     with split:
         t = time_alternating(run, steps, rounds, warmup=3)
     return t["one"] * 1e3, t["two"] * 1e3

@@ -36,8 +36,10 @@ from _common import FIGURES, ROOT, pyplot, save  # noqa: E402
 from minitransformer import backend  # noqa: E402
 from minitransformer.data.corpus import default_corpus, load_text  # noqa: E402
 from minitransformer.generate import generate  # noqa: E402
+from minitransformer.models.gpt import GPT  # noqa: E402
 from minitransformer.presets import PRESETS  # noqa: E402
-from minitransformer.train import train  # noqa: E402
+from minitransformer.tasks import CausalLMTask  # noqa: E402
+from minitransformer.train import fit  # noqa: E402
 
 DATA = FIGURES / "data"
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -65,14 +67,16 @@ def run(name: str) -> None:
     if text is None:
         print(f"skipping {name}: {SHAKESPEARE} not found")
         return
-    model_cfg, train_cfg = PRESETS["default"]
+    model_cfg, train_cfg = PRESETS["gpt"]["default"]
     train_cfg = dataclasses.replace(train_cfg, eval_interval=50, num_samples=0)
+    task = CausalLMTask.from_text(text, model_cfg.block_size, train_cfg.val_fraction)
+    model = GPT(task.adapt(model_cfg), seed=train_cfg.seed)
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        result = train(model_cfg, train_cfg, text, out_dir=out, progress=False, log=print)
+        result = fit(model, task, train_cfg, out, progress=False, log=print)
         seconds = time.perf_counter() - t0
         metrics = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    model, tok = result["model"], result["tokenizer"]
+    tok = task.tokenizer
     prompt = backend.to_device(tok.encode(PROMPTS[name])[None, :], "cpu")
     samples = {}
     for label, options in STRATEGIES:
@@ -81,7 +85,7 @@ def run(name: str) -> None:
     record = {
         "corpus": CORPORA[name], "characters": len(text), "vocab_size": tok.vocab_size,
         "parameters": model.num_parameters(), "model_config": dataclasses.asdict(model_cfg),
-        "train_config": dataclasses.asdict(train_cfg), "unigram_baseline": result["unigram_baseline"],
+        "train_config": dataclasses.asdict(train_cfg), "unigram_baseline": result["baseline"],
         "wall_seconds": seconds, "metrics": metrics, "prompt": PROMPTS[name], "samples": samples,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, one BLAS thread, "
                    f"Python {platform.python_version()}, NumPy {np.__version__}",
