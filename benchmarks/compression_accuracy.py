@@ -326,9 +326,9 @@ def plots(rows, dense, base, corpus, sfx=""):
     save(fig, "compression_tradeoff")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    from minitransformer.compress.lowrank import _slots
+    from minitransformer.compress.surgery import slots
     from minitransformer.nn.linear import Linear
-    for name, _, _, lin in _slots(base):
+    for name, _, _, lin in slots(base):
         if isinstance(lin, Linear) and name.startswith("blocks.0"):
             s = np.linalg.svd(lin.weight.data, compute_uv=False)
             ax.plot(np.arange(1, len(s) + 1), s / s[0], label=f"{name} {lin.weight.shape[0]}×{lin.weight.shape[1]}")
