@@ -1,4 +1,7 @@
-"""Regenerate every figure and table of the book: runs each script in this folder.
+"""Regenerate the figures and tables made by the scripts in this folder: those of Parts I and II and
+Part III's sparsity-pattern figure. The measured tables and figures of Parts III and IV and of the
+benchmarks page are written by the scripts in ``benchmarks/`` (they train models or time long sweeps, so
+they are run one by one, not from here); docs/benchmarks/index.md lists which script writes which.
 
     python docs/figures/scripts/make_all.py            # all of them
     python docs/figures/scripts/make_all.py sqrt_dk    # only the scripts whose name contains a word
