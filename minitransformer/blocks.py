@@ -307,7 +307,8 @@ def _check_caches(caches, n_layer: int) -> None:
 
 # -- gradient checks (float64, dropout off) -------------------------------------------------------
 def _pad(device, rows):
-    return backend.to_device(np.array(rows, bool), device)
+    """The key padding mask (True on padding) of rows written 1 on real tokens, 0 on padding."""
+    return backend.to_device(~np.array(rows, bool), device)
 
 
 @register("blocks.FeedForward")

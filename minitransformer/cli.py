@@ -185,7 +185,9 @@ def _run_gradcheck(args):
 def _add_bench(sub):
     p = sub.add_parser("bench", help="run a benchmark (attention scaling, training step); alone, list them",
                        description="Benchmarks; each writes JSON and Markdown results (and a plot with "
-                                   "matplotlib) into --out, by default the current directory.",
+                                   "matplotlib) into --out, by default the current directory, and says "
+                                   "where. The documentation's tables are rewritten only with an explicit "
+                                   "`-- --out docs/benchmarks` (as benchmarks/*.py pass it).",
                        epilog="benchmarks:\n" + "\n".join(f"  {k:11s} {v}" for k, v in BENCHMARKS.items()),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("which", nargs="?", choices=list(BENCHMARKS), help="which benchmark (none: list them)")

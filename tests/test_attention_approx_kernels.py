@@ -313,7 +313,11 @@ def test_odd_shapes_and_fully_masked_rows(device, name, opts, max_len, shape):
     q, k, v = _randn(device, 18, shape, shape, shape)
     pad = np.ones((B, T), bool)
     pad[0] = False
-    out = kern.forward(q, k, v, key_padding_mask=backend.to_device(pad, device))
+    if B == 1:                         # the whole batch padded: the door refuses (nothing to attend)
+        with pytest.raises(ValueError, match="every key of every sequence as padding"):
+            kern.forward(q, k, v, key_padding_mask=backend.to_device(~pad, device))
+        return
+    out = kern.forward(q, k, v, key_padding_mask=backend.to_device(~pad, device))   # True on padding
     assert out.shape == shape and np.isfinite(_np(out)).all()
     np.testing.assert_allclose(_np(out)[0], 0.0, atol=1e-6)
     dq, dk, dv = kern.backward(backend.to_device(np.ones(shape), device))
@@ -324,7 +328,7 @@ def test_odd_shapes_and_fully_masked_rows(device, name, opts, max_len, shape):
 def test_door_errors_name_expected_shapes(device, name, opts, max_len):
     kern = make_kernel(name, 2, 4, max_len=max_len, **opts).to(device, "float64")
     q, k, v = _randn(device, 19, (1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4))
-    with pytest.raises(ValueError, match="B, H"):
+    with pytest.raises(ValueError, match=r"\(B, H"):
         kern.forward(q[0], k, v)
     with pytest.raises(ValueError, match="key_padding_mask"):
         kern.forward(q, k, v, key_padding_mask=backend.to_device(np.ones((1, 5), bool), device))

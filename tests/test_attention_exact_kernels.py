@@ -94,7 +94,7 @@ def test_equals_dense_with_explicit_mask(name, opts, T, S, H, causal, device):
     dout = rng.standard_normal(out_ref.shape)
 
     dev = [backend.to_device(a, device) for a in (q, k, v, kpm, dout)]
-    out = kern.forward(*dev[:3], causal=causal, key_padding_mask=dev[3])
+    out = kern.forward(*dev[:3], causal=causal, key_padding_mask=~dev[3])
     grads = kern.backward(dev[4])
     np.testing.assert_allclose(backend.to_numpy(out), out_ref, rtol=0, atol=TOL)
     for g, r in zip(grads, grad_ref(dout)):
@@ -130,7 +130,7 @@ def test_stress_large_logits_and_fully_masked_rows(name, opts, device):
     mask = padding_mask(kpm) & definition_mask(name, opts, T, S, 3, causal, kern)[None]
     out_ref, grad_ref = reference_attention(q, k, v, mask)
     dev = [backend.to_device(a, device) for a in (q, k, v, kpm)]
-    out = backend.to_numpy(kern.forward(*dev[:3], causal=causal, key_padding_mask=dev[3]))
+    out = backend.to_numpy(kern.forward(*dev[:3], causal=causal, key_padding_mask=~dev[3]))
     grads = [backend.to_numpy(g) for g in kern.backward(backend.to_device(np.ones(out.shape), device))]
     assert np.isfinite(out).all() and all(np.isfinite(g).all() for g in grads)
     assert np.all(out[1] == 0) and all(np.all(g[1] == 0) for g in grads)
@@ -139,15 +139,15 @@ def test_stress_large_logits_and_fully_masked_rows(name, opts, device):
         np.testing.assert_allclose(g, r, atol=1e-6 * max(1.0, np.abs(r).max()))
 
 
-def test_memory_efficient_causal_with_fewer_keys_than_queries(device):
-    """Bottom-right alignment with S < T: the first T - S queries see nothing and output 0."""
+@pytest.mark.parametrize("name", ["dense", "memory_efficient", "sliding_window", "linear", "performer"])
+def test_causal_with_fewer_keys_than_queries_is_refused_by_every_kernel(device, name):
+    """The door, not the kernel, decides: a causal mask aligns the last query with the last key, so
+    it needs S >= T; every kernel refuses S < T with the same message."""
     rng = np.random.default_rng(1)
-    q, k, v = rng.standard_normal((1, 1, 9, 4)), rng.standard_normal((1, 1, 5, 4)), rng.standard_normal((1, 1, 5, 4))
-    out_ref, _ = reference_attention(q, k, v, causal_mask(9, 5))
-    kern = make_kernel("memory_efficient", 1, 4, block_size=2)
-    out = backend.to_numpy(kern.forward(*(backend.to_device(a, device) for a in (q, k, v)), causal=True))
-    np.testing.assert_allclose(out, out_ref, atol=TOL)
-    assert np.all(out[0, 0, :4] == 0)
+    q, k = rng.standard_normal((1, 1, 9, 4)), rng.standard_normal((1, 1, 5, 4))
+    kern = make_kernel(name, 1, 4)
+    with pytest.raises(ValueError, match="at least as many keys as queries, got T=9 > S=5"):
+        kern.forward(*(backend.to_device(a, device) for a in (q, k, k)), causal=True)
 
 
 def _peak_bytes(fn):

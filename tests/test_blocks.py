@@ -68,7 +68,7 @@ def test_encoder_stack_kv_cache_decoding(device, norm):
 def test_decoder_stack_kv_cache_decoding(device, norm):
     dec = Decoder(2, 8, 4, norm=norm, rng=backend.host_rng(4)).to(device, "float64")
     x, mem = rand(device, 4, (2, 5, 8), (2, 6, 8))
-    mem_pad = backend.to_device(np.array([[1] * 6, [1, 1, 1, 0, 0, 0]], bool), device)
+    mem_pad = backend.to_device(~np.array([[1] * 6, [1, 1, 1, 0, 0, 0]], bool), device)   # True on padding
     full = np_(dec(x, mem, memory_padding_mask=mem_pad))
     caches = [KVCache(5) for _ in dec.blocks]
     cross = [KVCache(6) for _ in dec.blocks]
@@ -85,7 +85,7 @@ def test_decoder_backward_returns_memory_gradient(device):
     dx, dmem = block.backward(backend.to_device(np.ones(y.shape), device))
     assert dx.shape == x.shape and dmem.shape == mem.shape
     # the decoder's output does not depend on padded memory positions
-    pad = backend.to_device(np.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool), device)
+    pad = backend.to_device(~np.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool), device)   # True on padding
     block(x, mem, memory_padding_mask=pad)
     _, dmem = block.backward(backend.to_device(np.ones(y.shape), device))
     assert np.all(np_(dmem)[0, 2:] == 0)

@@ -1,14 +1,16 @@
-"""`minitransformer compress` on a tiny GPT checkpoint: every method runs, reloads, bad input fails clearly."""
+"""`minitransformer compress` on a tiny GPT checkpoint: every method runs, reloads (and generates),
+shows its training progress; every bad setting fails clearly, naming its flag, before anything is written."""
 import json
 
 import numpy as np
 import pytest
 
 from minitransformer import backend
-from minitransformer.checkpoint import save_checkpoint
+from minitransformer.checkpoint import load_checkpoint, save_checkpoint
 from minitransformer.cli import main
 from minitransformer.compress.finetune import evaluate
 from minitransformer.compress.io import load_compressed
+from minitransformer.compress.lora import LoRALinear
 from minitransformer.compress.lowrank import LowRankLinear
 from minitransformer.compress.quantize import QuantizedLinear
 from minitransformer.data.tokenizer import CharTokenizer
@@ -69,17 +71,97 @@ def test_prune_keeps_sparsity_after_finetune(ckpt):
     assert (w == 0).mean() == pytest.approx(0.6, abs=0.01)
 
 
+def _generates(out, capsys):
+    """`minitransformer generate` loads the written checkpoint and samples from it."""
+    assert main(["generate", "--checkpoint", str(out), "--prompt", "the", "--max-new-tokens", "8"]) == 0
+    assert "--- sample 1 ---\nthe" in capsys.readouterr().out
+
+
+def test_distill_writes_a_smaller_plain_student(ckpt, capsys):
+    out = ckpt / "out-distill"
+    assert _run(ckpt, "--method", "distill", "--student-layers", "1", "--student-width", "8",
+                "--steps", "3", "--temperature", "3", "--alpha", "0.7", "--out", str(out)) == 0
+    captured = capsys.readouterr()
+    assert "| distill |" in captured.out and "distillation (T=3.0, alpha=0.7)" in captured.out
+    assert "3/3" in captured.err                                     # fit's progress bar
+    student, meta = load_compressed(out)
+    assert meta["model"]["kind"] == "gpt" and meta["model"]["config"]["d_model"] == 8
+    assert meta["compression"]["method"] == "distill" and meta["compression"]["layers"] == {}
+    assert meta["compression"]["details"]["teacher"]["config"]["d_model"] == 16
+    teacher, _ = load_compressed(ckpt / "run")
+    assert student.num_parameters() < teacher.num_parameters()
+    assert student.blocks[0].attn.qkv.weight.shape == (8, 24)
+    assert np.isfinite(evaluate(student, CharTokenizer.from_dict(meta["tokenizer"]).encode(TEXT), 4, 2))
+    _generates(out, capsys)
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_lora_adapters_train_and_reload(ckpt, capsys, merge):
+    out = ckpt / f"out-lora-{merge}"
+    extra = ["--merge"] if merge else []
+    assert _run(ckpt, "--method", "lora", "--rank", "2", "--alpha", "4", "--steps", "3", "--lr", "1e-2",
+                "--out", str(out), *extra) == 0
+    captured = capsys.readouterr()
+    assert "| lora |" in captured.out and "3/3" in captured.err
+    model, meta = load_compressed(out)
+    assert meta["compression"]["layers"]["blocks.0.attn.qkv"] == {"kind": "lora", "rank": 2, "alpha": 4.0,
+                                                                 "merged": merge}
+    layer = model.blocks[0].ffn.fc1
+    assert isinstance(layer, LoRALinear) and layer.merged == merge
+    assert np.abs(backend.to_numpy(layer.lora_b.data)).max() > 0       # the adapters trained
+    w0 = load_checkpoint(ckpt / "run")[0]["blocks.0.ffn.fc1.weight"]
+    w = backend.to_numpy(layer.weight.data)
+    expected = w0 + backend.to_numpy(layer.delta()) if merge else w0   # frozen unless merged
+    np.testing.assert_allclose(w, expected, rtol=1e-5, atol=1e-6)
+    _generates(out, capsys)
+
+
+def test_no_progress_hides_the_bar(ckpt, capsys):
+    out = ckpt / "out-quiet"
+    assert _run(ckpt, "--method", "lora", "--steps", "2", "--no-progress", "--out", str(out)) == 0
+    assert "2/2" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--method", "zip"], "unknown compression method"),
-    (["--method", "svd", "--rank", "17"], "rank must lie in"),
+    (["--method", "svd", "--rank", "17"], r"--rank 17: rank must lie in \[1, min\(m, n\)\] = \[1, 16\]"),
     (["--method", "svd"], "exactly one of"),
-    (["--method", "prune", "--sparsity", "1.0"], r"\[0, 1\)"),
-    (["--method", "prune", "--sparsity", "-0.5"], r"\[0, 1\)"),
+    (["--method", "prune", "--sparsity", "1.0"], r"--sparsity must be a fraction in \[0, 1\), got 1.0"),
+    (["--method", "prune", "--sparsity", "-0.5"], r"--sparsity must be a fraction in \[0, 1\), got -0.5"),
+    (["--method", "int8", "--batch-size", "0"], "--batch-size must be an integer >= 1 .*, got 0"),
+    (["--method", "int8", "--batch-size", "-3"], "--batch-size must be an integer >= 1 .*, got -3"),
+    (["--method", "int8", "--eval-iters", "0"], "--eval-iters must be an integer >= 1 .*, got 0"),
+    (["--method", "prune-finetune", "--steps", "-1"], "--steps must be an integer >= 0, got -1"),
+    (["--method", "prune-finetune", "--lr", "0"], "--lr must be a finite number > 0, got 0.0"),
+    (["--method", "prune-finetune", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--method", "svd", "--rank", "0"], "--rank must be an integer >= 1 .*, got 0"),
+    (["--method", "svd", "--energy", "0"], r"--energy must be a fraction in \(0, 1\] .*, got 0.0"),
+    (["--method", "svd", "--energy", "1.5"], r"--energy must be a fraction in \(0, 1\] .*, got 1.5"),
+    (["--method", "svd", "--budget", "0"], r"--budget must be a fraction in \(0, 1\] .*, got 0.0"),
+    (["--method", "int8", "--bits", "1"], r"--bits must be an integer in \[2, 8\] .*, got 1"),
+    (["--method", "int8", "--bits", "9"], r"--bits must be an integer in \[2, 8\] .*, got 9"),
+    (["--method", "int8", "--targets", ","], "--targets names no layer"),
+    (["--method", "int8", "--targets", "attn.nope"], "--targets: 'attn.nope' matches no Linear"),
+    (["--method", "distill", "--temperature", "0"], "--temperature must be a finite number > 0, got 0.0"),
+    (["--method", "distill", "--temperature", "inf"], "--temperature must be a finite number > 0, got inf"),
+    (["--method", "distill", "--alpha", "1.5"], r"--alpha must be a number in \[0, 1\] .*, got 1.5"),
+    (["--method", "distill", "--steps", "0"], "--steps must be an integer >= 1 for --method distill"),
+    (["--method", "distill", "--student-layers", "0"], "--student-layers must be an integer >= 1, got 0"),
+    (["--method", "distill", "--student-width", "-8"], "--student-width must be an integer >= 1, got -8"),
+    (["--method", "distill", "--student-width", "10", "--student-heads", "4"],
+     "--student-width 10 must be divisible by --student-heads 4"),
+    (["--method", "lora", "--alpha", "0"], "--alpha must be a finite number > 0 for --method lora"),
+    (["--method", "lora", "--rank", "17"], r"--rank 17: rank must lie in \[1, min\(m, n\)\] = \[1, 16\]"),
+    (["--method", "lora", "--steps", "0"], "--steps must be an integer >= 1 for --method lora"),
 ])
-def test_bad_arguments(ckpt, capsys, extra, message):
-    assert _run(ckpt, *extra) == 2
+def test_bad_arguments(ckpt, capsys, tmp_path, extra, message):
     import re
-    assert re.search(message, capsys.readouterr().err)
+    out = tmp_path / "never-written"
+    assert _run(ckpt, "--out", str(out), *extra) == 2
+    captured = capsys.readouterr()
+    assert re.search(message, captured.err), captured.err
+    assert not out.exists()                                           # checked before any work
+    assert "| original |" not in captured.out
 
 
 def test_checkpoint_of_another_model(tmp_path, capsys):

@@ -26,36 +26,14 @@ from typing import Any, NamedTuple
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from ..backend import get_array_module
-from ..nn.checks import check_array
-
-
-def check_qkv(name: str, q, k, v, key_padding_mask=None) -> None:
-    """Errors at the door for every kernel: q (B,H,T,D), k and v (B,H,S,D), mask (B,S) bool."""
-    for label, a in (("q", q), ("k", k), ("v", v)):
-        check_array(a, f"{name} {label}", ndim=4)
-        if a.dtype.kind != "f":
-            raise TypeError(f"{name} {label}: expected a floating dtype, got {a.dtype}")
-    B, H, T, D = q.shape
-    if k.shape[:2] != (B, H) or k.shape[3] != D or v.shape != k.shape:
-        raise ValueError(f"{name}: expected k and v of shape (B,H,S,D) = ({B},{H},S,{D}), got "
-                         f"k {tuple(k.shape)} and v {tuple(v.shape)}")
-    if key_padding_mask is not None:
-        check_array(key_padding_mask, f"{name} key_padding_mask", ndim=2)
-        if key_padding_mask.dtype != bool or tuple(key_padding_mask.shape) != (B, k.shape[2]):
-            raise ValueError(f"{name}: key_padding_mask must be a bool (B,S) = ({B},{k.shape[2]}) "
-                             f"array, got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+from ..nn.functional.softmax import softmax_forward
 
 
 # --8<-- [start:masked_softmax]
 def masked_softmax(s, valid):
     """softmax over the last axis restricted to `valid`; a row with no valid entry gives zeros."""
     xp = get_array_module(s)
-    s = xp.where(valid, s, -xp.inf)
-    m = s.max(axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0.0)              # fully masked row: avoid (-inf) - (-inf)
-    e = xp.exp(s - m)                                 # masked entries: exp(-inf) = 0
-    z = e.sum(axis=-1, keepdims=True)
-    return e / xp.where(z > 0, z, 1.0)
+    return softmax_forward(xp.where(valid, s, -xp.inf))[0]   # the package's one stable softmax
 # --8<-- [end:masked_softmax]
 
 
@@ -114,15 +92,15 @@ def band_rows(x, offsets, n_out: int, shift: int):
 # --8<-- [end:band_rows]
 
 
-def band_keys_valid(offsets, T: int, S: int, causal: bool, key_padding_mask, xp):
+def band_keys_valid(offsets, T: int, S: int, causal: bool, key_valid, xp):
     """Range, causal and padding validity of a band: bool (B|1, Hp, T, K)."""
     j = np.arange(T)[None, :, None] + (S - T) + offsets[:, None, :]          # (Hp,T,K) key index
     ok = (j >= 0) & (j < S)
     if causal:
         ok &= offsets[:, None, :] <= 0
     ok = xp.asarray(ok)[None]                                                # (1,Hp,T,K)
-    if key_padding_mask is not None:
-        kpm = xp.concatenate([key_padding_mask, xp.zeros_like(key_padding_mask[:, :1])], axis=1)  # (B,S+1)
+    if key_valid is not None:
+        kpm = xp.concatenate([key_valid, xp.zeros_like(key_valid[:, :1])], axis=1)  # (B,S+1)
         ok = ok & kpm[:, xp.asarray(np.where((j >= 0) & (j < S), j, S))]     # (B,Hp,T,K)
     return ok
 
@@ -165,18 +143,18 @@ class SparseCache(NamedTuple):
     scale: float
 
 
-def _dense_rows_valid(rows, S, T, causal, key_padding_mask, xp):
+def _dense_rows_valid(rows, S, T, causal, key_valid, xp):
     ok = np.ones((len(rows), S), bool)
     if causal:
         ok = np.arange(S)[None, :] <= rows[:, None] + (S - T)
     ok = xp.asarray(ok)[None, None]                                          # (1,1,G',S)
-    if key_padding_mask is not None:
-        ok = ok & key_padding_mask[:, None, None, :]                          # (B,1,G',S)
+    if key_valid is not None:
+        ok = ok & key_valid[:, None, None, :]                          # (B,1,G',S)
     return ok
 
 
 # --8<-- [start:sparse_forward]
-def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_padding_mask=None):
+def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_valid=None):
     """Attention restricted to `pattern`: one joint softmax over band + column keys per query,
     dense rows for global queries. Returns (out (B,H,T,D), SparseCache)."""
     xp = get_array_module(q)
@@ -192,7 +170,7 @@ def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_padding_ma
         kb = band_rows(k, band.offsets, T, S - T)                            # (B,H,T,K,D)
         values.append(band_rows(v, band.offsets, T, S - T))                  # (B,H,T,K,D)
         scores.append((q[..., None, :] @ kb.swapaxes(-1, -2))[..., 0, :] * scale)  # (B,H,T,K)
-        ok = band_keys_valid(band.offsets, T, S, causal, key_padding_mask, xp) & not_global
+        ok = band_keys_valid(band.offsets, T, S, causal, key_valid, xp) & not_global
         valids.append(ok if band.valid is None else ok & band.valid)
     if pattern.columns is not None:
         cols = pattern.columns.cols
@@ -203,8 +181,8 @@ def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_padding_ma
         ok = xp.asarray(cols[None, :] <= np.arange(T)[:, None] + (S - T)) if causal else \
             xp.ones((T, len(cols)), bool)
         ok = ok & not_global                                                  # (T,G)
-        if key_padding_mask is not None:
-            ok = ok & key_padding_mask[:, None, None, cols_x]                 # (B,1,T,G)
+        if key_valid is not None:
+            ok = ok & key_valid[:, None, None, cols_x]                 # (B,1,T,G)
         valids.append(ok if pattern.columns.valid is None else ok & pattern.columns.valid)
     sizes = np.cumsum([s.shape[-1] for s in scores])[:-1]
     valid = xp.concatenate([xp.broadcast_to(ok, s.shape) for ok, s in zip(valids, scores)], axis=-1)
@@ -217,7 +195,7 @@ def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_padding_ma
     if pattern.rows is not None and len(pattern.rows):
         rows = xp.asarray(pattern.rows)
         s_r = q[:, :, rows] @ k.swapaxes(-1, -2) * scale                      # (B,H,G',S)
-        rows_p = masked_softmax(s_r, _dense_rows_valid(pattern.rows, S, T, causal, key_padding_mask, xp))
+        rows_p = masked_softmax(s_r, _dense_rows_valid(pattern.rows, S, T, causal, key_valid, xp))
         out[:, :, rows] = rows_p @ v                                          # (B,H,G',S)@(B,H,S,D)
     return out, SparseCache(q, k, v, pattern, probs, rows_p, scale)
 # --8<-- [end:sparse_forward]
@@ -302,4 +280,4 @@ def gradcheck_mha_with_kernel(name: str, device: str, options: dict, causal: boo
     (x,) = float64_inputs(device, 6, (2, T, 8))
     kpm = backend.to_device(np.arange(T)[None, :] < np.array([[T], [T - 2]]), device)
     return check_module(f"attention.MultiHeadAttention[{name}, causal={causal}]", mha, [x],
-                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=kpm))
+                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=~kpm))

@@ -23,7 +23,7 @@ import numpy as np   # host-side block tables, random draws and test inputs only
 
 from .. import backend
 from ..gradcheck import check_functional, float64_inputs, register
-from .band import check_qkv, gradcheck_mha_with_kernel, masked_softmax
+from .band import gradcheck_mha_with_kernel, masked_softmax
 from .kernel import AttentionKernel, register_kernel
 
 
@@ -65,7 +65,7 @@ class BigBirdCache(NamedTuple):
 
 
 # --8<-- [start:bigbird_forward]
-def bigbird_forward(q, k, v, table, valid, block: int, key_padding_mask=None):
+def bigbird_forward(q, k, v, table, valid, block: int, key_valid=None):
     """Block-sparse attention with the block table from bigbird_block_table; T == S."""
     xp = backend.get_array_module(q)
     B, H, T, D = q.shape
@@ -82,8 +82,8 @@ def bigbird_forward(q, k, v, table, valid, block: int, key_padding_mask=None):
     real = np.arange(nb * block) < T                                        # padded keys are invalid
     ok = np.repeat(valid, block, axis=1) & real.reshape(nb, block)[table].reshape(nb, R * block)  # (nb,R*bs)
     ok = xp.asarray(ok)[None, None, :, None, :]                             # (1,1,nb,1,R*bs)
-    if key_padding_mask is not None:
-        kp = xp.pad(key_padding_mask, ((0, 0), (0, pad))).reshape(B, nb, block)[:, table_x]  # (B,nb,R,bs)
+    if key_valid is not None:
+        kp = xp.pad(key_valid, ((0, 0), (0, pad))).reshape(B, nb, block)[:, table_x]  # (B,nb,R,bs)
         ok = ok & kp.reshape(B, 1, nb, 1, R * block)                        # (B,1,nb,1,R*bs)
     s = qb @ kb.swapaxes(-1, -2) * scale                                    # (B,H,nb,bs,D)@(B,H,nb,D,R*bs)
     p = masked_softmax(s, ok)                                               # (B,H,nb,bs,R*bs)
@@ -91,7 +91,7 @@ def bigbird_forward(q, k, v, table, valid, block: int, key_padding_mask=None):
     # global query blocks: dense rows over every key
     rows = np.concatenate([np.arange(0, min(block, T)), np.arange((nb - 1) * block, T)])
     rows = xp.asarray(np.unique(rows))
-    row_ok = xp.ones((1, 1, 1, T), bool) if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    row_ok = xp.ones((1, 1, 1, T), bool) if key_valid is None else key_valid[:, None, None, :]
     rows_p = masked_softmax(q[:, :, rows] @ k.swapaxes(-1, -2) * scale, row_ok)   # (B,H,G',S)
     out[:, :, rows] = rows_p @ v                                            # (B,H,G',D)
     return out, BigBirdCache(qb, kb, vb, p, k, v, rows, rows_p, table, T, block)
@@ -172,14 +172,12 @@ class BigBirdAttention(AttentionKernel):
         blocks[[0, -1], :] = True
         return np.kron(blocks, np.ones((bs, bs), bool))[None, :T, :T]
 
-    def forward(self, q, k, v, causal=False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_qkv("bigbird", q, k, v, key_padding_mask)
+    def attend(self, q, k, v, causal, key_valid):
         if q.shape[2] != k.shape[2]:
             raise ValueError(f"bigbird needs as many keys as queries (self-attention), got "
                              f"T={q.shape[2]}, S={k.shape[2]}")
         table, valid = self.block_table(q.shape[2])
-        out, cache = bigbird_forward(q, k, v, table, valid, self.block, key_padding_mask)
+        out, cache = bigbird_forward(q, k, v, table, valid, self.block, key_valid)
         self.cache = cache if self.keep_cache else None
         return out
 

@@ -5,8 +5,10 @@ Every attention variant (dense, memory-efficient exact, sliding window, Performe
 
 * ``forward(q, k, v, causal=False, key_padding_mask=None)``: q of shape (B, H, T, D), k and v of
   shape (B, H, S, D) (S may differ from T, e.g. with a KV cache or cross-attention); returns
-  (B, H, T, D). ``key_padding_mask`` is a boolean (B, S) array, True where the key is a real token.
-  A causal mask with S > T aligns to the bottom right: query i sees keys j <= i + S - T.
+  (B, H, T, D). ``key_padding_mask`` is a boolean (B, S) array, True where the key is padding (as in
+  PyTorch). A causal mask with S > T aligns to the bottom right: query i sees keys j <= i + S - T.
+  ``forward`` is the door: it runs the checks of ``checks.py``, the same for every kernel, then
+  calls the kernel's ``attend(q, k, v, causal, key_valid)`` with ``key_valid`` True on real keys.
 * ``backward(dout)`` returns ``(dq, dk, dv)`` and adds into the kernel's own parameters, if any
   (Linformer's projections).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..nn.module import Module
+from .checks import check_attention_inputs
 
 
 class AttentionKernel(Module):
@@ -33,16 +36,25 @@ class AttentionKernel(Module):
         self.n_head, self.head_dim, self.max_len = n_head, head_dim, max_len
         self.cache = None
 
-    def check_request(self, causal: bool, key_padding_mask) -> None:
+    def check_request(self, causal: bool, key_valid) -> None:
         """Refuse masks this kernel cannot honour, with a clear message."""
         name = type(self).__name__
         if causal and not self.supports_causal:
             raise ValueError(f"{name} cannot apply a causal mask; choose another attention kernel "
                              "for decoders (see minitransformer.attention.kernel_names())")
-        if key_padding_mask is not None and not self.supports_padding:
+        if key_valid is not None and not self.supports_padding:
             raise ValueError(f"{name} does not support a key padding mask")
 
+    # --8<-- [start:kernel_door]
     def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
+        """The door: every kernel's inputs are checked here, the same way, then `attend` runs."""
+        key_valid = check_attention_inputs(self.kernel_name, q, k, v, causal, key_padding_mask)
+        self.check_request(causal, key_valid)
+        return self.attend(q, k, v, causal, key_valid)
+    # --8<-- [end:kernel_door]
+
+    def attend(self, q, k, v, causal: bool, key_valid):
+        """The kernel's own math, on checked inputs; key_valid (B, S) is True on real keys or None."""
         raise NotImplementedError
 
     def backward(self, dout):

@@ -31,31 +31,6 @@ from ..gradcheck import check_module, float64_inputs, register
 from .kernel import AttentionKernel, register_kernel
 
 
-# -- shared door checks for the approximate kernels ----------------------------------------------
-def check_attention_inputs(name: str, q, k, v, key_padding_mask=None, causal: bool = False) -> None:
-    """Shapes (B,H,T,D), (B,H,S,D), (B,H,S,D); a boolean (B,S) mask; causal needs S >= T."""
-    for label, a in (("q", q), ("k", k), ("v", v)):
-        if not hasattr(a, "shape") or a.ndim != 4:
-            raise ValueError(f"{name}: {label} must be a (B, H, T, D) array, got "
-                             f"{getattr(a, 'shape', type(a).__name__)}")
-        if a.dtype.kind != "f":
-            raise TypeError(f"{name}: {label} must be floating point, got {a.dtype}")
-    B, H, T, D = q.shape
-    if k.shape[:2] != (B, H) or k.shape[3] != D:
-        raise ValueError(f"{name}: k must be (B={B}, H={H}, S, D={D}), got {tuple(k.shape)}")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"{name}: v must be (B, H, S={k.shape[2]}, Dv), got {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"{name}: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (B, k.shape[2]) or key_padding_mask.dtype.kind != "b":
-            raise ValueError(f"{name}: key_padding_mask must be boolean (B={B}, S={k.shape[2]}), got "
-                             f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
-    if causal and k.shape[2] < T:
-        raise ValueError(f"{name}: a causal mask needs at least as many keys as queries, got "
-                         f"S={k.shape[2]} < T={T}")
-
-
 # -- the feature map ---------------------------------------------------------------------------------
 def elu_plus_one(x):
     """phi(x) = elu(x) + 1 = x + 1 for x > 0, exp(x) otherwise; always positive."""
@@ -177,14 +152,14 @@ class LinearAttentionCache(NamedTuple):
 
 
 # --8<-- [start:linear_attention]
-def linear_attention_forward(q, k, v, causal: bool = False, key_padding_mask=None,
+def linear_attention_forward(q, k, v, causal: bool = False, key_valid=None,
                              eps: float = 1e-6, chunk: int = 64):
     """elu+1 linear attention; padded keys get phi(k) = 0 so they add nothing anywhere."""
     qf = elu_plus_one(q)                                   # (B,H,T,D)
     kf = elu_plus_one(k)                                   # (B,H,S,D)
     mask = None
-    if key_padding_mask is not None:
-        mask = key_padding_mask[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
+    if key_valid is not None:
+        mask = key_valid[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
         kf = kf * mask
     out, core = linear_core_forward(qf, kf, v, causal, eps, chunk)
     return out, LinearAttentionCache(q, k, mask, core)
@@ -214,10 +189,8 @@ class LinearAttention(AttentionKernel):
             raise ValueError(f"linear attention: chunk_size must be >= 1, got {chunk_size}")
         self.eps, self.chunk_size = eps, chunk_size
 
-    def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_attention_inputs("linear attention", q, k, v, key_padding_mask, causal)
-        out, cache = linear_attention_forward(q, k, v, causal, key_padding_mask, self.eps, self.chunk_size)
+    def attend(self, q, k, v, causal, key_valid):
+        out, cache = linear_attention_forward(q, k, v, causal, key_valid, self.eps, self.chunk_size)
         self.cache = cache if self.keep_cache else None
         return out
 
@@ -228,11 +201,11 @@ class LinearAttention(AttentionKernel):
         return f"eps={self.eps}, chunk_size={self.chunk_size}"
 
 
-def kernel_case(name, kernel, q, k, v, causal=False, key_padding_mask=None):
+def kernel_case(name, kernel, q, k, v, causal=False, key_valid=None):
     """A check_module case for an attention kernel, gradients for q, k, v (and its parameters)."""
     return check_module(
         name, kernel, [q, k, v],
-        run=lambda m, q_, k_, v_: m.forward(q_, k_, v_, causal=causal, key_padding_mask=key_padding_mask))
+        run=lambda m, q_, k_, v_: m.forward(q_, k_, v_, causal=causal, key_padding_mask=None if key_valid is None else ~key_valid))
 
 
 def mha_case(name, device, attention, options=None, causal=False, pad=False, T=5, max_len=None):
@@ -247,7 +220,7 @@ def mha_case(name, device, attention, options=None, causal=False, pad=False, T=5
         kpm = backend.to_device(backend.host_rng(9).random((2, T)) > 0.3, device)
         kpm[:, 0] = True
     return check_module(f"{name}[causal={causal},pad={pad}]", mha, [x],
-                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=kpm))
+                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=None if kpm is None else ~kpm))
 
 
 @register("attention.MultiHeadAttention.linear")
@@ -259,7 +232,7 @@ def _gradcheck_mha_linear(device: str):
 @register("attention.linear")
 def _gradcheck_linear(device: str):
     kernel = LinearAttention(2, 4, chunk_size=2).to(device, "float64")
-    q, k, v = float64_inputs(device, 0, (2, 2, 5, 4), (2, 2, 5, 4), (2, 2, 5, 3))
+    q, k, v = float64_inputs(device, 0, (2, 2, 5, 4), (2, 2, 5, 4), (2, 2, 5, 4))
     mask = backend.to_device(backend.host_rng(0).random((2, 5)) > 0.3, device)
     mask[:, 0] = True
     k2, v2 = float64_inputs(device, 1, (1, 2, 7, 4), (1, 2, 7, 4))

@@ -22,9 +22,10 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
+from ..nn.functional.softmax import SoftmaxCache, softmax_backward, softmax_forward
 from ..nn.module import Parameter
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import check_attention_inputs, kernel_case, mha_case
+from .linear_attention import kernel_case, mha_case
 
 
 class LinformerCache(NamedTuple):
@@ -40,19 +41,17 @@ class LinformerCache(NamedTuple):
 
 
 # --8<-- [start:linformer_forward]
-def linformer_forward(q, k, v, e, f, key_padding_mask=None):
+def linformer_forward(q, k, v, e, f, key_valid=None):
     """Softmax attention of q over E k and F v; e, f are (K, S) (the used columns)."""
     xp = get_array_module(q, k, v)
     mask = None
-    if key_padding_mask is not None:
-        mask = key_padding_mask[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
+    if key_valid is not None:
+        mask = key_valid[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
         k, v = k * mask, v * mask                          # padded keys contribute nothing
     kp = e @ k                                             # (K,S) @ (B,H,S,D) -> (B,H,K,D)
     vp = f @ v                                             # (K,S) @ (B,H,S,D) -> (B,H,K,D)
     s = (q @ kp.swapaxes(-1, -2)) * q.shape[-1] ** -0.5    # (B,H,T,D) @ (B,H,D,K) -> (B,H,T,K)
-    s = s - s.max(axis=-1, keepdims=True)                  # stable softmax
-    p = xp.exp(s)
-    p = p / p.sum(axis=-1, keepdims=True)                  # (B,H,T,K)
+    p, _ = softmax_forward(s)                              # (B,H,T,K), the package's stable softmax
     out = p @ vp                                           # (B,H,T,K) @ (B,H,K,D) -> (B,H,T,D)
     return out, LinformerCache(q, k, v, e, f, kp, vp, p, mask)
 
@@ -65,7 +64,7 @@ def linformer_backward(dout, cache: LinformerCache):
     dvp = c.p.swapaxes(-1, -2) @ dout                      # (B,H,K,T) @ (B,H,T,D) -> (B,H,K,D)
     dp = dout @ c.vp.swapaxes(-1, -2)                      # (B,H,T,D) @ (B,H,D,K) -> (B,H,T,K)
     # fwd: p = softmax(s)  =>  ds = p * (dp - rowsum(dp * p))
-    ds = c.p * (dp - (dp * c.p).sum(axis=-1, keepdims=True))
+    ds = softmax_backward(dp, SoftmaxCache(c.p))
     # fwd: s = scale q kp^T  =>  dq = scale ds kp,  dkp = scale ds^T q
     dq = (ds @ c.kp) * scale                               # (B,H,T,K) @ (B,H,K,D) -> (B,H,T,D)
     dkp = (ds.swapaxes(-1, -2) @ c.q) * scale              # (B,H,K,T) @ (B,H,T,D) -> (B,H,K,D)
@@ -101,9 +100,7 @@ class Linformer(AttentionKernel):
         self.E = Parameter((rng.standard_normal((k, max_len)) * std).astype(np.float32))
         self.F = None if share_kv else Parameter((rng.standard_normal((k, max_len)) * std).astype(np.float32))
 
-    def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_attention_inputs("linformer", q, k, v, key_padding_mask, causal)
+    def attend(self, q, k, v, causal, key_valid):
         S = k.shape[2]
         if S > self.max_len:
             raise ValueError(f"linformer: key length {S} exceeds max_len {self.max_len} "
@@ -112,7 +109,7 @@ class Linformer(AttentionKernel):
             raise TypeError(f"linformer: inputs are {q.dtype} but E is {self.E.dtype} (call .to(dtype=...))")
         e = self.E.data[:, :S]                             # (K, max_len) -> (K, S): the first S columns
         f = e if self.F is None else self.F.data[:, :S]
-        out, cache = linformer_forward(q, k, v, e, f, key_padding_mask)
+        out, cache = linformer_forward(q, k, v, e, f, key_valid)
         self.cache = cache if self.keep_cache else None
         return out
 
@@ -132,7 +129,7 @@ class Linformer(AttentionKernel):
 
 @register("attention.linformer")
 def _gradcheck_linformer(device: str):
-    q, k, v = float64_inputs(device, 0, (2, 2, 5, 4), (2, 2, 6, 4), (2, 2, 6, 3))
+    q, k, v = float64_inputs(device, 0, (2, 2, 5, 4), (2, 2, 6, 4), (2, 2, 6, 4))
     mask = backend.to_device(backend.host_rng(0).random((2, 6)) > 0.3, device)
     kern = Linformer(2, 4, max_len=8, k=3, rng=backend.host_rng(1)).to(device, "float64")
     shared = Linformer(2, 4, max_len=6, k=4, share_kv=True, rng=backend.host_rng(2)).to(device, "float64")

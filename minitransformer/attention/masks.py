@@ -6,7 +6,9 @@ Two kinds of masking cover every model in the package:
   queries ($S = T$) this is the familiar lower triangle. With more keys than queries (a KV cache during
   generation, a Transformer-XL memory) the triangle is aligned to the *bottom right*: the last query is
   the newest token and sees every key.
-* **key padding** (batches of unequal lengths): a `(B, S)` array, True on real tokens, False on padding.
+* **key padding** (batches of unequal lengths): a `(B, S)` array, True on padding, False on real
+  tokens (PyTorch's convention: a *padding* mask marks the padding). Inside the kernels it is turned
+  once into ``key_valid = ~key_padding_mask``, True where a key may be seen.
 
 Masking is applied to the scores *before* the softmax with $-\infty$, never with a large finite
 negative number: with $-10^4$ a masked score still gets weight $e^{-10^4 - m}$, which is exactly 0 in
@@ -34,7 +36,8 @@ def causal_mask(T: int, S: int | None = None, device: str = "cpu"):
 
 
 def padding_mask(lengths, S: int):
-    """(B, S) boolean mask from true lengths: row b is True on its first lengths[b] positions."""
+    """(B, S) key padding mask from true lengths: row b is True on its padding, the positions from
+    lengths[b] on."""
     xp = backend.get_array_module(lengths)
     lengths = xp.asarray(lengths)
     if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
@@ -43,23 +46,13 @@ def padding_mask(lengths, S: int):
     if lengths.size and (int(lengths.min()) < 0 or int(lengths.max()) > S):
         raise ValueError(f"padding_mask: lengths must lie in [0, {S}], got values in "
                          f"[{int(lengths.min())}, {int(lengths.max())}]")
-    return xp.arange(S)[None, :] < lengths[:, None]                    # (1,S) < (B,1) -> (B,S)
-
-
-def check_key_padding_mask(key_padding_mask, B: int, S: int, name: str = "key_padding_mask") -> None:
-    """Raise unless key_padding_mask is a boolean (B, S) array."""
-    if key_padding_mask is None:
-        return
-    if not hasattr(key_padding_mask, "dtype") or key_padding_mask.dtype.kind != "b":
-        raise TypeError(f"{name}: expected a boolean array (True = real token), got "
-                        f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask).__name__)}")
-    if tuple(key_padding_mask.shape) != (B, S):
-        raise ValueError(f"{name}: expected shape (B, S) = {(B, S)}, got {tuple(key_padding_mask.shape)}")
+    return xp.arange(S)[None, :] >= lengths[:, None]                   # (1,S) >= (B,1) -> (B,S)
 
 
 # --8<-- [start:attention_mask]
 def attention_mask(T: int, S: int, causal: bool = False, key_padding_mask=None, device: str | None = None):
-    """Combine a causal mask and a (B, S) key padding mask into one boolean mask.
+    """Combine a causal mask and a (B, S) key padding mask (True on padding) into one boolean
+    mask, True where a query may attend.
 
     Returns None when nothing is masked, else an array of shape (B or 1, 1, T, S) that broadcasts over
     the heads of the scores (B, H, T, S).
@@ -70,9 +63,14 @@ def attention_mask(T: int, S: int, causal: bool = False, key_padding_mask=None, 
     if causal:
         mask = causal_mask(T, S, device)[None, None]                    # (T,S) -> (1,1,T,S)
     if key_padding_mask is not None:
-        check_key_padding_mask(key_padding_mask, key_padding_mask.shape[0], S)
-        pad = key_padding_mask[:, None, None, :]                        # (B,S) -> (B,1,1,S)
-        mask = pad if mask is None else mask & pad                      # -> (B,1,T,S)
+        if key_padding_mask.dtype.kind != "b":
+            raise TypeError(f"attention_mask: key_padding_mask must be a boolean array, True on padding, "
+                            f"got {key_padding_mask.dtype}")
+        if key_padding_mask.ndim != 2 or key_padding_mask.shape[1] != S:
+            raise ValueError(f"attention_mask: key_padding_mask must be a boolean (B, S={S}) array, True on "
+                             f"padding, got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+        keep = ~key_padding_mask[:, None, None, :]                      # (B,S) -> (B,1,1,S)
+        mask = keep if mask is None else mask & keep                    # -> (B,1,T,S)
     return mask
 # --8<-- [end:attention_mask]
 

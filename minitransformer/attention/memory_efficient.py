@@ -25,7 +25,7 @@ import numpy as np   # host-side test inputs only
 from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import check_functional, float64_inputs, register
-from .band import check_qkv, gradcheck_mha_with_kernel
+from .band import gradcheck_mha_with_kernel
 from .kernel import AttentionKernel, register_kernel
 
 
@@ -36,18 +36,18 @@ class FlashCache(NamedTuple):
     out: Any          # (B,H,T,D)
     lse: Any          # (B,H,T) row logsumexp L; P is recomputed from it instead of stored
     causal: bool
-    key_padding_mask: Any
+    key_valid: Any
     block_q: int
     block_k: int
 
 
-def _tile_valid(i0, i1, j0, j1, T, S, causal, key_padding_mask, xp):
+def _tile_valid(i0, i1, j0, j1, T, S, causal, key_valid, xp):
     """bool (B|1, 1, bq, bk) mask of one tile, or None when every entry is valid."""
     ok = None
     if causal:                                         # bottom-right: key j <= i + S - T
         ok = (xp.arange(j0, j1)[None, :] <= xp.arange(i0, i1)[:, None] + (S - T))[None, None]
-    if key_padding_mask is not None:
-        kp = key_padding_mask[:, None, None, j0:j1]   # (B,1,1,bk)
+    if key_valid is not None:
+        kp = key_valid[:, None, None, j0:j1]   # (B,1,1,bk)
         ok = kp if ok is None else ok & kp
     return ok
 
@@ -59,7 +59,7 @@ def _key_blocks(i0, i1, T, S, block_k, causal):
 
 
 # --8<-- [start:flash_forward]
-def flash_attention_forward(q, k, v, causal=False, key_padding_mask=None, block_q=128, block_k=128):
+def flash_attention_forward(q, k, v, causal=False, key_valid=None, block_q=128, block_k=128):
     """Exact attention, tiled; returns (out (B,H,T,D), FlashCache with out and L only)."""
     xp = get_array_module(q)
     B, H, T, D = q.shape
@@ -76,7 +76,7 @@ def flash_attention_forward(q, k, v, causal=False, key_padding_mask=None, block_
         for j0 in _key_blocks(i0, i1, T, S, block_k, causal):
             j1 = min(j0 + block_k, S)
             s = qb @ k[:, :, j0:j1].swapaxes(-1, -2)                       # (B,H,bq,D)@(B,H,D,bk) -> (B,H,bq,bk)
-            ok = _tile_valid(i0, i1, j0, j1, T, S, causal, key_padding_mask, xp)
+            ok = _tile_valid(i0, i1, j0, j1, T, S, causal, key_valid, xp)
             if ok is not None:
                 s = xp.where(ok, s, -xp.inf)
             m_new = xp.maximum(m, s.max(axis=-1, keepdims=True))            # (B,H,bq,1)
@@ -88,14 +88,14 @@ def flash_attention_forward(q, k, v, causal=False, key_padding_mask=None, block_
             m = m_new
         out[:, :, i0:i1] = acc / xp.where(ell > 0, ell, 1.0)               # fully masked row -> 0
         lse[:, :, i0:i1] = xp.where(ell > 0, m + xp.log(xp.where(ell > 0, ell, 1.0)), -xp.inf)[..., 0]
-    return out, FlashCache(q, k, v, out, lse, causal, key_padding_mask, block_q, block_k)
+    return out, FlashCache(q, k, v, out, lse, causal, key_valid, block_q, block_k)
 # --8<-- [end:flash_forward]
 
 
 # --8<-- [start:flash_backward]
 def flash_attention_backward(dout, cache: FlashCache):
     """Returns (dq, dk, dv), recomputing P = exp(S - L) tile by tile."""
-    q, k, v, out, lse, causal, key_padding_mask, block_q, block_k = cache
+    q, k, v, out, lse, causal, key_valid, block_q, block_k = cache
     xp = get_array_module(dout)
     T, D = q.shape[2], q.shape[3]
     S = k.shape[2]
@@ -111,7 +111,7 @@ def flash_attention_backward(dout, cache: FlashCache):
             j1 = min(j0 + block_k, S)
             kb, vb = k[:, :, j0:j1], v[:, :, j0:j1]                         # (B,H,bk,D)
             s = qb @ kb.swapaxes(-1, -2) * scale                            # (B,H,bq,bk), recomputed
-            ok = _tile_valid(i0, i1, j0, j1, T, S, causal, key_padding_mask, xp)
+            ok = _tile_valid(i0, i1, j0, j1, T, S, causal, key_valid, xp)
             if ok is not None:
                 s = xp.where(ok, s, -xp.inf)
             p = xp.exp(s - lse_safe[:, :, i0:i1])                           # (B,H,bq,bk) = P tile
@@ -138,10 +138,8 @@ class MemoryEfficientAttention(AttentionKernel):
         self.block_k = int(block_size)
         self.block_q = int(query_block_size or block_size)
 
-    def forward(self, q, k, v, causal=False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_qkv("memory_efficient", q, k, v, key_padding_mask)
-        out, cache = flash_attention_forward(q, k, v, causal, key_padding_mask, self.block_q, self.block_k)
+    def attend(self, q, k, v, causal, key_valid):
+        out, cache = flash_attention_forward(q, k, v, causal, key_valid, self.block_q, self.block_k)
         self.cache = cache if self.keep_cache else None
         return out
 

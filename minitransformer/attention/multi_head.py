@@ -70,7 +70,7 @@ class MultiHeadAttention(Module):
     def forward(self, x, context=None, causal: bool = False, key_padding_mask=None,
                 kv_cache: KVCache | None = None):
         """x (B,T,C) -> (B,T,C). context (B,S,C) for cross-attention; key_padding_mask (B,S) True
-        on real keys; kv_cache: append this step's keys/values and attend over all cached ones."""
+        on padding keys (as in PyTorch); kv_cache: append this step's keys/values and attend over all cached ones."""
         C, H, D = self.d_model, self.n_head, self.head_dim
         check_array(x, "MultiHeadAttention input", ndim=3, last_dim=C, dtype=self.proj.weight.dtype,
                     device=self.proj.weight.device)
@@ -158,7 +158,7 @@ class MultiHeadAttention(Module):
 @register("attention.MultiHeadAttention")
 def _gradcheck_mha(device: str):
     cpu = backend.xp_for("cpu")
-    pad = backend.to_device(cpu.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool), device)
+    pad = backend.to_device(~cpu.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool), device)   # True on padding
     results = []
     for label, n_head, causal, kpm in (("self", 2, False, None), ("self causal+pad", 2, True, pad),
                                        ("self one head", 1, True, None)):
@@ -176,7 +176,7 @@ def _gradcheck_mha(device: str):
 @register("attention.MultiHeadAttention.cross")
 def _gradcheck_mha_cross(device: str):
     cpu = backend.xp_for("cpu")
-    mem_pad = backend.to_device(cpu.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], bool), device)
+    mem_pad = backend.to_device(~cpu.array([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]], bool), device)
     results = []
     for label, kpm in (("cross", None), ("cross+pad", mem_pad)):
         mha = MultiHeadAttention(6, 2, cross=True, rng=backend.host_rng(11)).to(device, "float64")

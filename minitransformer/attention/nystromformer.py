@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
+from ..nn.functional.softmax import SoftmaxCache, softmax_backward, softmax_forward
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import check_attention_inputs, kernel_case, mha_case
+from .linear_attention import kernel_case, mha_case
 
 
 def segment_means_matrix(n: int, m: int, xp, dtype):
@@ -36,17 +37,12 @@ def segment_means_matrix(n: int, m: int, xp, dtype):
 
 
 def _softmax(s):
-    xp = get_array_module(s)
-    m = s.max(axis=-1, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, 0.0)
-    e = xp.exp(s - m)
-    z = e.sum(axis=-1, keepdims=True)
-    return e / xp.where(z > 0, z, 1.0)
+    return softmax_forward(s)[0]                           # the package's one stable softmax
 
 
 def _softmax_backward(dp, p):
     # fwd: p = softmax(s)  =>  ds = p * (dp - rowsum(dp * p))
-    return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    return softmax_backward(dp, SoftmaxCache(p))
 
 
 class PinvCache(NamedTuple):
@@ -121,14 +117,14 @@ class NystromCache(NamedTuple):
 
 
 # --8<-- [start:nystrom_forward]
-def nystrom_forward(q, k, v, n_landmarks: int = 32, n_iter: int = 6, key_padding_mask=None):
+def nystrom_forward(q, k, v, n_landmarks: int = 32, n_iter: int = 6, key_valid=None):
     xp = get_array_module(q, k, v)
     T, S, D = q.shape[2], k.shape[2], q.shape[3]
     m = max(1, min(n_landmarks, T, S))
     s = D ** -0.5
     mask = None
-    if key_padding_mask is not None:
-        mask = key_padding_mask[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
+    if key_valid is not None:
+        mask = key_valid[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
         k = k * mask
     pq, pk = segment_means_matrix(T, m, xp, q.dtype), segment_means_matrix(S, m, xp, q.dtype)
     ql = pq @ q                                            # (m,T) @ (B,H,T,D) -> (B,H,m,D)
@@ -188,10 +184,8 @@ class Nystromformer(AttentionKernel):
                              f"{n_landmarks}, {pinv_iters}")
         self.n_landmarks, self.pinv_iters = n_landmarks, pinv_iters
 
-    def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_attention_inputs("nystrom", q, k, v, key_padding_mask, causal)
-        out, cache = nystrom_forward(q, k, v, self.n_landmarks, self.pinv_iters, key_padding_mask)
+    def attend(self, q, k, v, causal, key_valid):
+        out, cache = nystrom_forward(q, k, v, self.n_landmarks, self.pinv_iters, key_valid)
         self.cache = cache if self.keep_cache else None
         return out
 
@@ -204,7 +198,7 @@ class Nystromformer(AttentionKernel):
 
 @register("attention.nystrom")
 def _gradcheck_nystrom(device: str):
-    q, k, v = float64_inputs(device, 0, (2, 2, 7, 4), (2, 2, 9, 4), (2, 2, 9, 3))
+    q, k, v = float64_inputs(device, 0, (2, 2, 7, 4), (2, 2, 9, 4), (2, 2, 9, 4))
     mask = backend.to_device(backend.host_rng(0).random((2, 9)) > 0.3, device)
     mask[:, 0] = True
     kern = Nystromformer(2, 4, n_landmarks=3).to(device, "float64")

@@ -33,7 +33,7 @@ from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import (LinearCoreCache, check_attention_inputs, kernel_case,
+from .linear_attention import (LinearCoreCache, kernel_case,
                                linear_core_backward, linear_core_forward, mha_case)
 
 
@@ -101,12 +101,12 @@ class PerformerCache(NamedTuple):
     core: LinearCoreCache
 
 
-def performer_forward(q, k, v, omega, causal: bool = False, key_padding_mask=None,
+def performer_forward(q, k, v, omega, causal: bool = False, key_valid=None,
                       eps: float = 1e-12, chunk: int = 64):
     """FAVOR+ attention with fixed features omega (M, D)."""
     mask = None
-    if key_padding_mask is not None:
-        mask = key_padding_mask[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
+    if key_valid is not None:
+        mask = key_valid[:, None, :, None].astype(k.dtype)   # (B,S) -> (B,1,S,1)
     qf, qcache = favor_features_forward(q, omega, True)            # (B,H,T,M)
     kf, kcache = favor_features_forward(k, omega, False, mask)     # (B,H,S,M)
     out, core = linear_core_forward(qf, kf, v, causal, eps, chunk)
@@ -148,9 +148,7 @@ class Performer(AttentionKernel):
         new = draw_features(self.rng, self.n_features, self.head_dim, self.orthogonal)
         self.omega = backend.to_device(new, backend.device_of(self.omega), self.omega.dtype)
 
-    def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_attention_inputs("performer", q, k, v, key_padding_mask, causal)
+    def attend(self, q, k, v, causal, key_valid):
         if q.shape[3] != self.head_dim:
             raise ValueError(f"performer: head size {q.shape[3]} != the kernel's head_dim {self.head_dim}")
         if self.training:
@@ -158,7 +156,7 @@ class Performer(AttentionKernel):
                 self.redraw()
             self.calls += 1
         omega = backend.to_device(self.omega, backend.device_of(q), q.dtype)
-        out, cache = performer_forward(q, k, v, omega, causal, key_padding_mask, self.eps, self.chunk_size)
+        out, cache = performer_forward(q, k, v, omega, causal, key_valid, self.eps, self.chunk_size)
         self.cache = cache if self.keep_cache else None
         return out
 
@@ -178,10 +176,10 @@ def default_n_features(head_dim: int) -> int:
 @register("attention.performer")
 def _gradcheck_performer(device: str):
     kernel = Performer(2, 4, n_features=6, redraw_every=None).to(device, "float64").eval()
-    q, k, v = float64_inputs(device, 0, (2, 2, 5, 4), (2, 2, 5, 4), (2, 2, 5, 3))
+    q, k, v = float64_inputs(device, 0, (2, 2, 5, 4), (2, 2, 5, 4), (2, 2, 5, 4))
     mask = backend.to_device(backend.host_rng(0).random((2, 5)) > 0.3, device)
     mask[:, 0] = True
-    k4, v4 = float64_inputs(device, 1, (2, 2, 4, 4), (2, 2, 4, 3))   # S = 4 != T = 5 (cross)
+    k4, v4 = float64_inputs(device, 1, (2, 2, 4, 4), (2, 2, 4, 4))   # S = 4 != T = 5 (cross)
     return [
         kernel_case("attention.performer", kernel, q, k, v, False, mask),
         kernel_case("attention.performer(causal)", kernel, q, k, v, True, mask),

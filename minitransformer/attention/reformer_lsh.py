@@ -37,8 +37,9 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 from .. import backend
 from ..backend import get_array_module
 from ..gradcheck import float64_inputs, register
+from ..nn.functional.softmax import softmax_forward, softmax_with_logsumexp
 from .kernel import AttentionKernel, register_kernel
-from .linear_attention import check_attention_inputs, kernel_case, mha_case
+from .linear_attention import kernel_case, mha_case
 
 SELF_SCORE = -1e5   # the score a shared-QK query gives itself (finite: used when nothing else is there)
 
@@ -112,7 +113,7 @@ def _with_previous_chunk(x, lookback: bool):
 
 # --8<-- [start:lsh_forward]
 def lsh_attention_forward(q, k, v, rotations, n_buckets: int, chunk: int, causal: bool = False,
-                          key_padding_mask=None, shared_qk: bool = False):
+                          key_valid=None, shared_qk: bool = False):
     """LSH attention with fixed rotations (D, n_hashes, n_buckets/2); T == S (self-attention)."""
     xp = get_array_module(q, k, v)
     B, H, T, D = q.shape
@@ -131,8 +132,8 @@ def lsh_attention_forward(q, k, v, rotations, n_buckets: int, chunk: int, causal
     zero = xp.zeros((B, H, 1, D), dtype=q.dtype)
     qe, ke = (xp.concatenate([a, zero], axis=2) for a in (q, k))          # (B,H,T+1,D), row T = 0
     ve = xp.concatenate([v, xp.zeros((B, H, 1, v.shape[3]), dtype=v.dtype)], axis=2)
-    real = xp.ones((B, T + 1), dtype=bool) if key_padding_mask is None else \
-        xp.concatenate([key_padding_mask, xp.zeros((B, 1), dtype=bool)], axis=1)
+    real = xp.ones((B, T + 1), dtype=bool) if key_valid is None else \
+        xp.concatenate([key_valid, xp.zeros((B, 1), dtype=bool)], axis=1)
     real[:, T] = False                                     # the sentinel is never a key
 
     qs = _gather(qe, perm_q).reshape(B, H, n_hashes, nc, C, D)            # (B,H,n,L,D) -> (B,H,n,nc,C,D)
@@ -150,22 +151,13 @@ def lsh_attention_forward(q, k, v, rotations, n_buckets: int, chunk: int, causal
     if shared_qk:
         self_mask = valid & (kpos[..., None, :] == qpos[..., :, None])
         s = xp.where(self_mask, SELF_SCORE, s)             # attend to itself only as a last resort
-    m = s.max(axis=-1, keepdims=True)                      # (B,H,n,nc,C,1)
-    m = xp.where(xp.isfinite(m), m, 0.0)                   # fully masked window: any finite shift
-    e = xp.exp(s - m)
-    z = e.sum(axis=-1, keepdims=True)
-    p = e / xp.where(z > 0, z, 1.0)                        # fully masked window: p = 0
-    lse = xp.where(z > 0, m + xp.log(xp.where(z > 0, z, 1.0)), -xp.inf)[..., 0]   # (B,H,n,nc,C)
+    p, lse = softmax_with_logsumexp(s)                     # (B,H,n,nc,C,2C), (B,H,n,nc,C); empty: 0, -inf
     o = p @ vx                                             # (B,H,n,nc,C,2C) @ (..,2C,D) -> (B,H,n,nc,C,D)
 
     o = _gather_rounds(o.reshape(B, H, n_hashes, L, -1), inv_q)   # (B,H,n,L,D) -> (B,H,n,T,D), unsorted
     lse = _gather_rounds(lse.reshape(B, H, n_hashes, L), inv_q)   # (B,H,n,T)
     # combine rounds: w_r = softmax_r(lse_r); rounds that saw nothing (lse = -inf) get weight 0
-    mr = lse.max(axis=2, keepdims=True)
-    mr = xp.where(xp.isfinite(mr), mr, 0.0)
-    er = xp.exp(lse - mr)
-    zr = er.sum(axis=2, keepdims=True)
-    w = er / xp.where(zr > 0, zr, 1.0)                     # (B,H,n,T)
+    w = softmax_forward(lse.swapaxes(2, 3))[0].swapaxes(2, 3)   # (B,H,n,T) -> (B,H,T,n) -> (B,H,n,T)
     out = (w[..., None] * o).sum(axis=2)                   # (B,H,n,T,D) -> (B,H,T,D)
     cache = LSHCache(q, rnorm, qs, kx, vx, p, self_mask, o, w, perm_q, perm_k, inv_q, inv_k,
                      lookback, shared_qk)
@@ -243,9 +235,7 @@ class ReformerLSH(AttentionKernel):
         self.rng = rng if rng is not None else backend.host_rng(seed)
         self.rotations = draw_rotations(self.rng, head_dim, n_hashes, n_buckets).astype(np.float32)
 
-    def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        check_attention_inputs("reformer", q, k, v, key_padding_mask, causal)
+    def attend(self, q, k, v, causal, key_valid):
         if k.shape[2] != q.shape[2]:
             raise ValueError(f"reformer: LSH attention is self-attention, needs S == T, got "
                              f"S={k.shape[2]}, T={q.shape[2]}")
@@ -256,7 +246,7 @@ class ReformerLSH(AttentionKernel):
             self.rotations = backend.to_device(new, backend.device_of(self.rotations), self.rotations.dtype)
         rot = backend.to_device(self.rotations, backend.device_of(q), q.dtype)
         out, cache = lsh_attention_forward(q, k, v, rot, self.n_buckets, self.chunk_size, causal,
-                                           key_padding_mask, self.shared_qk)
+                                           key_valid, self.shared_qk)
         self.cache = cache if self.keep_cache else None
         return out
 
@@ -270,7 +260,7 @@ class ReformerLSH(AttentionKernel):
 
 @register("attention.reformer")
 def _gradcheck_reformer(device: str):
-    q, k, v = float64_inputs(device, 0, (2, 2, 7, 4), (2, 2, 7, 4), (2, 2, 7, 3))
+    q, k, v = float64_inputs(device, 0, (2, 2, 7, 4), (2, 2, 7, 4), (2, 2, 7, 4))
     mask = backend.to_device(backend.host_rng(0).random((2, 7)) > 0.3, device)
 
     def kern(**opt):

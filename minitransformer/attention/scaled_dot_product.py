@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 
 from .. import backend
 from ..gradcheck import check_functional, check_module, float64_inputs, register
-from ..nn.checks import check_array
 from .kernel import AttentionKernel, register_kernel
-from .masks import attention_mask, causal_mask, check_key_padding_mask, mask_to_bias
+from .checks import check_attention_inputs
+from .masks import attention_mask, causal_mask, mask_to_bias
 
 
 class AttentionCache(NamedTuple):
@@ -47,17 +47,6 @@ def key_major_bias(mask, dtype):
     return xp.ascontiguousarray(m, dtype=dtype)
 
 
-def _check_qkv(q, k, v) -> None:
-    for name, a in (("q", q), ("k", k), ("v", v)):
-        check_array(a, f"attention {name}", ndim=4, dtype=q.dtype)
-    B, H, T, D = q.shape
-    if k.shape[:2] != (B, H) or k.shape[3] != D:
-        raise ValueError(f"attention: k must have shape (B, H, S, D) = ({B}, {H}, S, {D}), got {tuple(k.shape)}")
-    if v.shape[:3] != k.shape[:3]:
-        raise ValueError(f"attention: v must have shape (B, H, S, Dv) = {tuple(k.shape[:3])} + (Dv,), "
-                         f"got {tuple(v.shape)}")
-
-
 # --8<-- [start:attention_forward]
 def attention_forward(q, k, v, mask=None, scale=None, *, bias=None):
     """O = softmax(s Q K^T + mask) V for q (B,H,T,D), k (B,H,S,D), v (B,H,S,Dv) -> (B,H,T,Dv).
@@ -67,7 +56,7 @@ def attention_forward(q, k, v, mask=None, scale=None, *, bias=None):
     that cache it. Returns (out, AttentionCache); out is a (B,H,T,Dv) view of a (B,H,Dv,T) array and
     the cache holds it, so callers must not modify it in place.
     """
-    _check_qkv(q, k, v)
+    check_attention_inputs("attention_forward", q, k, v, value_size_may_differ=True)
     xp = backend.get_array_module(q, k, v)
     B, H, T, D = q.shape
     S = k.shape[2]
@@ -142,7 +131,7 @@ class DenseAttention(AttentionKernel):
         self.last_weights = None
         self._causal_bias = {}
 
-    def _bias(self, T, S, causal, key_padding_mask, dtype, device):
+    def _bias(self, T, S, causal, key_valid, dtype, device):
         bias = None
         if causal and T > 1:                                            # one query sees every key
             key = (T, S, str(dtype), device)
@@ -152,20 +141,14 @@ class DenseAttention(AttentionKernel):
                     self._causal_bias.clear()
                 mask = causal_mask(T, S, device).T[:, None, None, :]    # (T,S) -> (S,1,1,T)
                 bias = self._causal_bias[key] = mask_to_bias(mask, dtype)
-        if key_padding_mask is not None:
-            pad = mask_to_bias(key_padding_mask.T[:, :, None, None], dtype)  # (B,S) -> (S,B,1,1)
+        if key_valid is not None:
+            pad = mask_to_bias(key_valid.T[:, :, None, None], dtype)  # (B,S) -> (S,B,1,1)
             bias = pad if bias is None else bias + pad                 # -> (S,B,1,T)
         return bias
 
-    def forward(self, q, k, v, causal: bool = False, key_padding_mask=None):
-        self.check_request(causal, key_padding_mask)
-        _check_qkv(q, k, v)
-        B, H, T, _ = q.shape
-        S = k.shape[2]
-        if causal and S < T:
-            raise ValueError(f"DenseAttention: a causal mask needs S >= T keys, got T={T}, S={S}")
-        check_key_padding_mask(key_padding_mask, B, S)
-        bias = self._bias(T, S, causal, key_padding_mask, q.dtype, backend.device_of(q))
+    def attend(self, q, k, v, causal, key_valid):
+        T, S = q.shape[2], k.shape[2]
+        bias = self._bias(T, S, causal, key_valid, q.dtype, backend.device_of(q))
         out, cache = attention_forward(q, k, v, scale=self.scale, bias=bias)
         self.cache = cache if self.keep_cache else None
         self.last_weights = attention_weights(cache) if self.keep_cache else None
@@ -185,7 +168,7 @@ def _gradcheck_attention(device: str):
     q, k, v = float64_inputs(device, 3, (2, 2, 3, 4), (2, 2, 5, 4), (2, 2, 5, 3))   # T != S, Dv != D
     causal = attention_mask(3, 5, causal=True, device=device)
     pad = backend.to_device(backend.xp_for("cpu").array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool), device)
-    full = attention_mask(3, 5, causal=True, key_padding_mask=pad)
+    full = attention_mask(3, 5, causal=True, key_padding_mask=~pad)
     row_masked = backend.to_device(backend.xp_for("cpu").ones((1, 1, 3, 5), bool), device)
     row_masked[..., 1, :] = False                                      # query 1 sees nothing
     for label, mask in (("none", None), ("causal", causal), ("causal+pad", full), ("empty row", row_masked)):
@@ -201,7 +184,7 @@ def _gradcheck_dense(device: str):
     pad = backend.to_device(backend.xp_for("cpu").array([[1, 1, 0, 0], [0, 0, 0, 0]], bool), device)
     for causal, kpm in ((False, None), (True, None), (True, pad)):
         kernel = DenseAttention(3, 2).to(device, "float64")
-        run = (lambda m, *a, c=causal, p=kpm: m.forward(*a, causal=c, key_padding_mask=p))
+        run = (lambda m, *a, c=causal, p=kpm: m.forward(*a, causal=c, key_padding_mask=None if p is None else ~p))
         results.append(check_module(f"attention.DenseAttention[causal={causal}, pad={kpm is not None}]",
                                     kernel, [q, k, v], run=run))
     q1, k1, v1 = float64_inputs(device, 5, (1, 1, 1, 3), (1, 1, 4, 3), (1, 1, 4, 3))      # T=1, H=1

@@ -12,7 +12,7 @@ import numpy as np   # host-side offsets and test inputs only
 
 from .. import backend
 from ..gradcheck import check_functional, float64_inputs, register
-from .band import (Band, SparsePattern, check_qkv, gradcheck_mha_with_kernel, pattern_mask, sparse_backward,
+from .band import (Band, SparsePattern, gradcheck_mha_with_kernel, pattern_mask, sparse_backward,
                    sparse_forward)
 from .kernel import AttentionKernel, register_kernel
 
@@ -38,17 +38,15 @@ class BandKernel(AttentionKernel):
         S = T if S is None else S
         return pattern_mask(self.pattern(T, S, causal, np), T, S, causal, self.n_head)
 
-    def forward(self, q, k, v, causal=False, key_padding_mask=None):
+    def attend(self, q, k, v, causal, key_valid):
         name = self.kernel_name
-        self.check_request(causal, key_padding_mask)
-        check_qkv(name, q, k, v, key_padding_mask)
         if self.requires_causal and not causal:
             raise ValueError(f"{name} is a causal pattern (Child et al. 2019); call it with causal=True")
         if not self.supports_cross and q.shape[2] != k.shape[2]:
             raise ValueError(f"{name} needs as many keys as queries, got T={q.shape[2]}, S={k.shape[2]}")
         xp = backend.get_array_module(q)
         out, cache = sparse_forward(q, k, v, self.pattern(q.shape[2], k.shape[2], causal, xp),
-                                    causal, key_padding_mask)
+                                    causal, key_valid)
         self.cache = cache if self.keep_cache else None
         return out
 
@@ -83,7 +81,7 @@ def gradcheck_band_kernel(name: str, device: str, options: dict, T=7, S=7, causa
         kern = make_kernel(name, 2, 4, **options)
 
         def fwd(q, k, v, kern=kern, causal=causal):
-            out = kern.forward(q, k, v, causal=causal, key_padding_mask=kpm)
+            out = kern.forward(q, k, v, causal=causal, key_padding_mask=None if kpm is None else ~kpm)
             return out, kern.cache
 
         results.append(check_functional(f"attention.{name}(causal={causal})", fwd, sparse_backward, [q, k, v]))

@@ -22,8 +22,10 @@ length is predicted (from its last two times) to take more than ``--time-budget`
 skipped at that length and above. Sparse Transformer patterns are causal by definition, so they run
 with ``causal=True``; every other kernel runs bidirectionally.
 
-Usage: ``python benchmarks/attention_scaling.py [--quick] [--help]`` or
-``minitransformer bench attention [-- --help]``. On a machine shared with other jobs, pin BLAS to one
+Usage: ``minitransformer bench attention [-- --help]`` writes JSON, Markdown tables and (with
+matplotlib) a plot into ``--out`` (default: the current directory);
+``python benchmarks/attention_scaling.py [--quick] [--help]`` regenerates the documentation's (it
+passes ``--out docs/benchmarks`` and ``--figure docs/figures/attention_scaling.png``). On a machine shared with other jobs, pin BLAS to one
 thread (``OPENBLAS_NUM_THREADS=1``, set before Python starts): a multi-threaded BLAS whose threads
 wait for busy cores can run tens of times slower, which would measure the neighbours, not the kernel.
 """
@@ -42,8 +44,8 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 
 from .. import backend
 from ..attention import kernel_names, make_kernel
+from .output import output_dir, save_plot
 
-ROOT = Path(__file__).resolve().parents[2]
 EXACT = ("dense", "memory_efficient")
 PATTERN_EXACT = ("sliding_window", "dilated", "longformer", "sparse_strided", "sparse_fixed", "bigbird")
 CAUSAL_ONLY = ("sparse_strided", "sparse_fixed")
@@ -363,9 +365,10 @@ def parse_args(argv):
                    help="compute the error against exact attention up to this N")
     p.add_argument("--quick", action="store_true", help="small run: N in {256, 512, 1024}, short budgets, "
                    "results written with the suffix _quick")
-    p.add_argument("--out-dir", default=str(ROOT / "docs" / "benchmarks"))
-    p.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "attention_scaling.png"))
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--out", "--out-dir", dest="out", metavar="DIR",
+                   help="directory for the JSON and Markdown results (default: the current directory)")
+    p.add_argument("--figure", metavar="PNG", help="where the plot goes (default: OUT/attention_scaling.png)")
+    p.add_argument("--no-plot", action="store_true", help="write the tables only")
     p.add_argument("--from-json", metavar="FILE", help="do not measure: re-render the tables and the plot "
                    "from a JSON file written by an earlier run")
     args = p.parse_args(argv)
@@ -378,18 +381,22 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    out_dir = output_dir(args.out)                 # checked before the (long) measurement
     results = json.loads(Path(args.from_json).read_text()) if args.from_json else run(args)
     suffix = "_quick" if args.quick else ""
-    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"attention_scaling{suffix}.json").write_text(json.dumps(results, indent=1))
+    written = [out_dir / f"attention_scaling{suffix}{part}" for part in
+               (".json", ".md", "_memory_efficient.md", "_sparse.md")]
+    written[0].write_text(json.dumps(results, indent=1))
     text = markdown(results)
-    (out_dir / f"attention_scaling{suffix}.md").write_text(text)
-    (out_dir / f"attention_scaling{suffix}_memory_efficient.md").write_text(markdown_exact(results))
-    (out_dir / f"attention_scaling{suffix}_sparse.md").write_text(
-        markdown_subset(results, ("dense",) + PATTERN_EXACT))
+    written[1].write_text(text)
+    written[2].write_text(markdown_exact(results))
+    written[3].write_text(markdown_subset(results, ("dense",) + PATTERN_EXACT))
     print(text)
+    print(f"wrote {', '.join(p.name for p in written)} in {out_dir.resolve()}")
     if not args.no_plot:
-        fig = Path(args.figure)
-        plot(results, fig.with_name(fig.stem + suffix + fig.suffix))
+        fig = Path(args.figure) if args.figure else out_dir / "attention_scaling.png"
+        fig = save_plot(lambda path: plot(results, path), fig.with_name(fig.stem + suffix + fig.suffix))
+        if fig is not None:
+            print(f"wrote {fig.resolve()}")
     return 0

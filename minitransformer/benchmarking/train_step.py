@@ -10,7 +10,8 @@ Reports, measured in the same run:
   of threads, and our throughput as a ratio to it. The two frameworks run in alternating blocks of
   steps so that a change in the shared machine's speed during the run hits all of them.
 
-Writes JSON and Markdown (default: docs/benchmarks/train_step.{json,md}).
+Writes train_step.json and train_step.md into --out (default: the current directory);
+``python benchmarks/train_step.py`` passes ``--out docs/benchmarks`` to regenerate the documentation's.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np  # benchmark harness: host timing and the matmul-rate probe
 
 from .. import backend
 from ..thread_parallel import auto_threads, available_cores
+from .output import output_dir
 
 CONFIGS = {
     "small": dict(n_layer=4, n_head=4, d_model=128, block_size=64, batch_size=12, vocab_size=65),
@@ -90,26 +92,28 @@ def time_gemms(cfg: dict, device: str, repeats: int = 5) -> float:
 
 
 def ours_step(cfg: dict, device: str, threads: int = 1):
-    """A closure running one training step of our GPT (forward, backward, clip, AdamW); with
-    threads > 1 the batch is split over that many threads (ThreadParallel, CPU only)."""
+    """A closure running one training step of our GPT as `train.fit` runs it (forward, backward,
+    clip, AdamW with decay on the matrices only); with threads > 1 the batch is split over that many
+    threads (ThreadParallel, CPU only)."""
     from ..models.gpt import GPT, GPTConfig
-    from ..optim import AdamW, clip_grad_norm
+    from ..optim import clip_grad_norm
+    from ..tasks import Task
     from ..thread_parallel import ThreadParallel
+    from ..train import TrainConfig, make_optimizer
     mc = GPTConfig(**{k: cfg[k] for k in ("n_layer", "n_head", "d_model", "block_size", "vocab_size")})
     model = GPT(mc, seed=0).to(device)
-    opt = AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
-    parallel = ThreadParallel(model, threads) if threads > 1 else None
+    opt = make_optimizer(model, TrainConfig(lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.1))
+    task = Task()                                   # a batch (inputs, targets) of the model's contract
+    parallel = ThreadParallel(model, threads, task) if threads > 1 else None
     rng = np.random.default_rng(0)
     B, T, V = cfg["batch_size"], cfg["block_size"], cfg["vocab_size"]
 
     def step():
-        x = backend.to_device(rng.integers(0, V, (B, T)), device)
-        y = backend.to_device(rng.integers(0, V, (B, T)), device)
+        batch = (rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T)))     # host arrays, as fit's
         if parallel is not None:
-            parallel.forward_backward((x, y))
+            parallel.forward_backward(batch)
         else:
-            model.forward(x, y)
-            model.backward()
+            task.forward_backward(model, batch)
         clip_grad_norm(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad()
@@ -162,7 +166,10 @@ def torch_step(cfg: dict, threads: int):
             return F.cross_entropy(logits.view(-1, V), targets.view(-1))
 
     model = TorchGPT()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
+    decay = [p for p in model.parameters() if p.dim() >= 2]   # as ours: matrices decay, vectors do not
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-3, betas=(0.9, 0.99))
 
     def step():
         x = torch.randint(0, V, (B, T))
@@ -224,8 +231,10 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    p.add_argument("--out", default="docs/benchmarks", help="directory for train_step.json/.md")
+    p.add_argument("--out", metavar="DIR", help="directory for train_step.json and .md "
+                   "(default: the current directory)")
     args = p.parse_args(argv)
+    out = output_dir(args.out)                     # checked before the measurement
     backend.check_device(args.device)
     backend.tune_host_allocator()          # both frameworks run in this process with the same allocator
     threads = available_cores()
@@ -270,11 +279,10 @@ def main(argv=None) -> int:
             if split > 1:
                 msg += f", split x{row['threaded_ratio_vs_torch']:.2f}"
         print(msg)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "threads": threads,
             "matmul_gflops": peak, "numpy": np.__version__, "rows": rows}
     (out / "train_step.json").write_text(json.dumps(meta, indent=2) + "\n")
     write_markdown(meta, out / "train_step.md", args.device)
-    print(f"wrote {out / 'train_step.json'} and {out / 'train_step.md'}")
+    print(f"wrote train_step.json and train_step.md in {out.resolve()}")
     return 0

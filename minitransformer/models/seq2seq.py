@@ -85,10 +85,10 @@ class Seq2SeqTransformer(Model):
         return pos(x, offset)
 
     def encode(self, src):
-        """src (B, S) ids -> (memory (B, S, C), source padding mask (B, S), True on real tokens)."""
+        """src (B, S) ids -> (memory (B, S, C), source key padding mask (B, S), True on padding)."""
         c = self.config
         check_token_ids(src, "Seq2Seq source", c.src_vocab_size, c.max_src_len)
-        pad = src != c.pad_id
+        pad = src == c.pad_id
         return self.encoder(self._embed(src, self.src_embed, self.src_pos), key_padding_mask=pad), pad
 
     # --8<-- [start:seq2seq_forward]

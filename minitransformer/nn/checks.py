@@ -57,6 +57,11 @@ def values_checked_on_host():
         _values_checked.reset(token)
 
 
+def values_trusted() -> bool:
+    """True inside `values_checked_on_host()`: checks that would read device values skip them."""
+    return _values_checked.get()
+
+
 def _min_max_on_host(lo, hi) -> tuple[int, int]:
     """Two 0-d integer arrays as Python ints, in one transfer from the device."""
     xp = backend.get_array_module(lo, hi)

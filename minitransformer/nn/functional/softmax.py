@@ -57,6 +57,20 @@ def softmax_backward(dy, cache: SoftmaxCache):
 # --8<-- [end:softmax]
 
 
+def softmax_with_logsumexp(x):
+    """(softmax(x), logsumexp(x)) along the last axis, the second of shape (...,) and -inf on rows
+    that are all -inf (kernels that combine several softmaxes, such as Reformer's hash rounds, weigh
+    them by it)."""
+    xp = get_array_module(x)
+    y, s, m = shifted_exp(x, xp)
+    empty = s[..., 0] == 0                             # (...,) rows with nothing to attend
+    xp.maximum(s, 1, out=s)
+    y /= s
+    lse = (m + xp.log(s))[..., 0]                      # (..., 1) -> (...,)
+    lse[empty] = -xp.inf
+    return y, lse
+
+
 # --8<-- [start:log_softmax]
 def log_softmax_forward(x):
     """log softmax(x) = (x - m) - log sum_j exp(x_j - m) along the last axis, m the row maximum."""

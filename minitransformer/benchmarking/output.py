@@ -1,0 +1,37 @@
+"""Where `minitransformer bench` writes, and the plot that needs matplotlib.
+
+A benchmark writes into ``--out``, by default the current directory, and never into the installed
+package or over the documentation's committed tables unless asked: the scripts in ``benchmarks/``
+pass ``--out docs/benchmarks`` explicitly, which is how the documented tables are regenerated.
+Without matplotlib the JSON and Markdown results are still written, and the run says how to get the
+plot.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+VIZ_HINT = "pip install 'minitransformer[viz]'"
+
+
+def output_dir(given: str | None) -> Path:
+    """The directory to write into: `given`, else the current directory, which must then not be a
+    checkout's docs/benchmarks (its committed tables are overwritten only on an explicit --out)."""
+    if given is not None:
+        return Path(given)
+    here = Path.cwd()
+    if here.name == "benchmarks" and here.parent.name == "docs" and (here / "index.md").is_file():
+        raise ValueError(f"the current directory {str(here)!r} holds the documentation's committed "
+                         "benchmark tables; pass --out explicitly to overwrite them (--out .), or run "
+                         "from another directory")
+    return here
+
+
+def save_plot(plot, path: Path) -> Path | None:
+    """Call plot(path) and return `path`; without matplotlib, print how to get it and return None."""
+    try:
+        import matplotlib  # noqa: F401  (the plot functions import pyplot themselves)
+    except ImportError:
+        print(f"no plot written: matplotlib is not installed; `{VIZ_HINT}` to get {path.name}")
+        return None
+    plot(path)
+    return path
