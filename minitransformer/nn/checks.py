@@ -70,13 +70,16 @@ def _min_max_on_host(lo, hi) -> tuple[int, int]:
 
 
 def check_token_ids(idx, name: str, vocab_size: int, max_len: int | None = None) -> None:
-    """Token ids: an integer array (B, T) with 0 <= id < vocab_size and T <= max_len.
+    """Token ids: an integer array (B, T) with B, T >= 1, 0 <= id < vocab_size and T <= max_len.
 
     The range check costs one host transfer on a device array (none under `values_checked_on_host`).
     """
     check_array(idx, name, ndim=2)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{name}: expected integer token ids, got dtype {idx.dtype}")
+    if 0 in idx.shape:
+        raise ValueError(f"{name}: expected at least one sequence of at least one token, got shape "
+                         f"{tuple(idx.shape)}")
     if max_len is not None and idx.shape[1] > max_len:
         raise ValueError(f"{name}: sequence length {idx.shape[1]} exceeds the context length {max_len}")
     if idx.size and not _values_checked.get():
