@@ -9,7 +9,7 @@ over the kernels and the best of several rounds, so that a machine shared with o
 kernel alike.
 
 Usage: python benchmarks/long_range.py [--quick] [--seeds 3] [--steps 400]
-Writes docs/benchmarks/long_range.json and docs/benchmarks/long_range.md.
+Writes docs/benchmarks/long_range.json and docs/benchmarks/long_range.md (--out DIR: elsewhere).
 BLAS is pinned to one thread unless OPENBLAS_NUM_THREADS is set (tiny matrices on a shared machine).
 """
 import os
@@ -28,9 +28,8 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from minitransformer import backend  # noqa: E402
-from minitransformer.data.long_range import (RetrievalClassifier, RetrievalTask, retrieval_batch,  # noqa: E402
-                                             train_retrieval)
+from minitransformer.benchmarking.long_range import train_retrieval  # noqa: E402
+from minitransformer.data.long_range import RetrievalClassifier, RetrievalTask, retrieval_batch  # noqa: E402
 from minitransformer.nn.loss import CrossEntropyLoss  # noqa: E402
 from minitransformer.optim import AdamW  # noqa: E402
 
@@ -62,7 +61,7 @@ def step_times(task, specs, rounds=5, steps=3):
         setups.append((model, CrossEntropyLoss(), AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)))
 
     def step(model, loss_fn, opt):
-        loss_fn(model(tokens), labels)
+        loss_fn(model(tokens)[0], labels)
         opt.zero_grad()
         model.backward(loss_fn.backward())
         opt.step()
@@ -87,6 +86,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--out", type=Path, default=OUT, help="directory for the results (default: docs/benchmarks)")
     args = ap.parse_args(argv)
     if args.quick:
         args.seq_len, args.steps, args.seeds, args.window = 32, 80, 1, 4
@@ -131,10 +131,10 @@ def main(argv=None):
     text = "\n".join(md) + "\n"
     print(text)
     if not args.no_write:
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "long_range.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-        (OUT / "long_range.md").write_text(text)
-        print(f"wrote {OUT / 'long_range.json'} and {OUT / 'long_range.md'}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "long_range.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        (args.out / "long_range.md").write_text(text)
+        print(f"wrote {args.out / 'long_range.json'} and {args.out / 'long_range.md'}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ and dense attention can. A small version of benchmarks/long_range.py that runs i
 import numpy as np
 import pytest
 
-from minitransformer.data.long_range import CLS, RetrievalTask, retrieval_batch, train_retrieval
+from minitransformer.benchmarking.long_range import train_retrieval
+from minitransformer.data.long_range import CLS, RetrievalTask, retrieval_batch
 
 W = 3
 FAR = RetrievalTask(seq_len=24, n_classes=4, n_noise=8, min_distance=2 * W, max_distance=23)

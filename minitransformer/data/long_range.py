@@ -19,13 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
-from .. import backend
-from ..blocks import Encoder
-from ..nn.embedding import Embedding
-from ..nn.linear import Linear
-from ..nn.loss import CrossEntropyLoss
-from ..nn.module import Module
-from ..optim import AdamW
 
 CLS = 0
 
@@ -65,66 +58,12 @@ def retrieval_batch(task: RetrievalTask, batch_size: int, rng: np.random.Generat
 # --8<-- [end:retrieval_batch]
 
 
-class RetrievalClassifier(Module):
-    """Embedding -> Encoder (no positional encoding: retrieval by content) -> Linear on [CLS]."""
-
-    def __init__(self, task: RetrievalTask, d_model: int = 32, n_head: int = 2, n_layer: int = 1,
-                 attention: str = "dense", attention_options: dict | None = None, seed: int = 0):
-        super().__init__()
-        rng = backend.host_rng(seed)
-        self.task = task
-        self.embed = Embedding(task.vocab_size, d_model, rng=rng, std=1.0)
-        self.encoder = Encoder(n_layer, d_model, n_head, attention=attention,
-                               attention_options=attention_options, max_len=task.seq_len, rng=rng)
-        self.head = Linear(d_model, task.n_classes, rng=rng)
-        self.shape = None
-
-    def forward(self, tokens):
-        h = self.encoder(self.embed(tokens))              # (B,N) -> (B,N,C)
-        self.shape = h.shape
-        return self.head(h[:, 0])                          # (B,C) -> (B,n_classes) logits at [CLS]
-
-    def backward(self, dlogits):
-        xp = backend.get_array_module(dlogits)
-        dh = xp.zeros(self.shape, dtype=dlogits.dtype)     # only [CLS] feeds the head
-        dh[:, 0] = self.head.backward(dlogits)             # fwd: logits = head(h[:, 0])
-        self.embed.backward(self.encoder.backward(dh))
-
-
-def train_retrieval(task: RetrievalTask, attention: str, attention_options: dict | None = None, *,
-                    steps: int = 300, batch_size: int = 32, lr: float = 3e-3, d_model: int = 32,
-                    n_head: int = 2, n_layer: int = 1, eval_batches: int = 4, seed: int = 0,
-                    device: str = "cpu", split: int | None = None) -> dict:
-    """Train a RetrievalClassifier with `attention` and return losses and held-out accuracy
-    (with `split`, also the accuracy on values at distance <= split and > split from [CLS])."""
-    model = RetrievalClassifier(task, d_model, n_head, n_layer, attention, attention_options, seed).to(device)
-    loss_fn = CrossEntropyLoss()
-    opt = AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    rng = np.random.default_rng(seed + 1)
-    losses = []
-    for _ in range(steps):
-        tokens, labels = retrieval_batch(task, batch_size, rng)
-        logits = model(backend.to_device(tokens, device))
-        loss = loss_fn(logits, backend.to_device(labels, device))
-        opt.zero_grad()
-        model.backward(loss_fn.backward())
-        opt.step()
-        losses.append(float(loss))
-    model.eval()
-    eval_rng = np.random.default_rng(10_000 + seed)       # the same held-out batches for every kernel
-    hits, dists = [], []
-    with model.no_grad():
-        for _ in range(eval_batches):
-            tokens, labels = retrieval_batch(task, 256, eval_rng)
-            pred = backend.to_numpy(model(backend.to_device(tokens, device))).argmax(axis=-1)
-            hits.append(pred == labels)
-            dists.append(((tokens >= 1) & (tokens <= task.n_classes)).argmax(axis=1))   # value position
-    hits, dists = np.concatenate(hits), np.concatenate(dists)
-    tail = losses[-max(1, steps // 10):]
-    result = {"attention": attention, "options": dict(attention_options or {}), "steps": steps,
-              "final_loss": float(np.mean(tail)), "accuracy": float(hits.mean()), "chance": 1 / task.n_classes}
-    if split is not None:
-        near, far = hits[dists <= split], hits[dists > split]
-        result["accuracy_near"] = float(near.mean()) if near.size else None
-        result["accuracy_far"] = float(far.mean()) if far.size else None
-    return result
+def RetrievalClassifier(task: RetrievalTask, d_model: int = 32, n_head: int = 2, n_layer: int = 1,
+                        attention: str = "dense", attention_options: dict | None = None, seed: int = 0):
+    """The SequenceClassifier (``models/classifier.py``) sized for `task`: an encoder read out at [CLS],
+    no positional encoding (retrieval by content). Train it with ``benchmarking.long_range``."""
+    from ..models.classifier import ClassifierConfig, SequenceClassifier
+    config = ClassifierConfig(vocab_size=task.vocab_size, n_classes=task.n_classes, max_len=task.seq_len,
+                              n_layer=n_layer, n_head=n_head, d_model=d_model, attention=attention,
+                              attention_options=dict(attention_options or {}))
+    return SequenceClassifier(config, seed=seed)
