@@ -16,7 +16,8 @@ Metrics: the mean squared error of the output and the relative error ||O - O_exa
   on the same inputs; the Performer's MSE is also reported as a multiple of the baseline's.
 
 Usage: python benchmarks/approximation_error.py [--quick] [--no-write]
-Writes docs/benchmarks/approximation_error.{json,md} and docs/figures/performer_error.png.
+Writes docs/benchmarks/approximation_error.{json,md} and docs/figures/performer_error.png
+(--out, --figures: elsewhere).
 """
 import os
 
@@ -141,7 +142,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=16)
-    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--out", type=Path, default=BENCH, help="directory for the tables (default: docs/benchmarks)")
+    ap.add_argument("--figures", type=Path, default=FIGURES, help="directory for the figure (default: docs/figures)")
     args = ap.parse_args(argv)
     H, N, D = 4, 256, 32
     seeds = 3 if args.quick else args.seeds
@@ -181,9 +184,9 @@ def main(argv=None):
     print(text)
     if args.no_write:
         return
-    BENCH.mkdir(parents=True, exist_ok=True)
-    (BENCH / "approximation_error.json").write_text(json.dumps(res, indent=1))
-    (BENCH / "approximation_error.md").write_text(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "approximation_error.json").write_text(json.dumps(res, indent=1))
+    (args.out / "approximation_error.md").write_text(text)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -207,9 +210,9 @@ def main(argv=None):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURES / "performer_error.png", dpi=110, bbox_inches="tight")
-    print("wrote docs/benchmarks/approximation_error.{json,md} and docs/figures/performer_error.png")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figures / "performer_error.png", dpi=110, bbox_inches="tight")
+    print(f"wrote {args.out / 'approximation_error.json'} and .md, {args.figures / 'performer_error.png'}")
 
 
 if __name__ == "__main__":

@@ -11,9 +11,11 @@ docs/benchmarks/compression_accuracy.{json,md}, compression_summary.md (one row 
 compression_svd_errors.md (Eckart–Young vs measured on trained weights) and figures
 docs/figures/compression_{rank,sparsity,bits,tradeoff,spectra}.png (names get a suffix _<corpus> for
 any corpus other than tiny Shakespeare, e.g. --data default). The trained model is saved in
-runs/compression/<corpus>/base for the other compression benchmarks.
+runs/compression/<corpus>/base for the other compression benchmarks (a checkpoint that
+`minitransformer compress` and `generate` load). Every model trains through `train.fit`.
 
 Usage: python benchmarks/compression_accuracy.py [--steps 600] [--finetune-steps 100] [--quick]
+       [--out DIR] [--figures DIR] [--runs DIR]   (defaults: docs/benchmarks, docs/figures, runs/compression)
 """
 from __future__ import annotations
 
@@ -30,21 +32,33 @@ import numpy as np  # noqa: E402  host-side harness
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from minitransformer.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from minitransformer.checkpoint import CheckpointError, load_model, save_checkpoint  # noqa: E402
 from minitransformer.compress.accounting import model_costs, totals  # noqa: E402
 from minitransformer.compress.finetune import evaluate, finetune, forward_speed  # noqa: E402
-from minitransformer.compress.lowrank import factorize_model  # noqa: E402
 from minitransformer.compress.prune import GradualPruning, PruningMask, head_importance, head_mask  # noqa: E402
 from minitransformer.compress.quantize import quantize_model  # noqa: E402
 from minitransformer.compress.svd import svd_compress, svd_table  # noqa: E402
+from minitransformer.config import to_dict  # noqa: E402
 from minitransformer.data.batching import get_batch, train_val_split  # noqa: E402
 from minitransformer.data.corpus import default_corpus, load_text, shared_data_file  # noqa: E402
 from minitransformer.data.tokenizer import CharTokenizer  # noqa: E402
 from minitransformer.models.gpt import GPT, GPTConfig  # noqa: E402
+from minitransformer.tasks import CausalLMTask  # noqa: E402
+from minitransformer.train import TrainConfig, fit  # noqa: E402
 
 TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")
 BENCH = ROOT / "docs" / "benchmarks"
 FIGS = ROOT / "docs" / "figures"
+RUNS = ROOT / "runs" / "compression"
+
+
+def add_output_options(p) -> None:
+    """--out, --figures and --runs, shared by the compression benchmarks (a smoke run points them
+    at a temporary directory, so the committed tables and figures stay as they are)."""
+    p.add_argument("--out", type=Path, default=BENCH, help="directory for the tables (default: docs/benchmarks)")
+    p.add_argument("--figures", type=Path, default=FIGS, help="directory for the figures (default: docs/figures)")
+    p.add_argument("--runs", type=Path, default=RUNS,
+                   help="where the trained base models are kept (default: runs/compression)")
 
 
 def load_corpus(name: str):
@@ -65,12 +79,42 @@ def model_config(vocab_size: int, **kw) -> GPTConfig:
     return GPTConfig(**{**base, **kw})
 
 
-def train_base(cfg, train_ids, steps, seed=0, lr=2e-3):
+def train_config(steps: int, seed: int = 0, lr: float = 2e-3, warmup: int | None = None) -> TrainConfig:
+    """The benchmarks' schedule: AdamW (0.9, 0.99), weight decay 0.1 on the matrices, batch 16,
+    warm-up then cosine to lr/10, one Python thread (BLAS threads: --threads)."""
+    return TrainConfig(steps=steps, batch_size=16, lr=lr, min_lr=lr / 10,
+                       warmup=min(50, steps // 10) if warmup is None else warmup, weight_decay=0.1,
+                       beta1=0.9, beta2=0.99, grad_clip=1.0, seed=seed, threads=1, num_samples=0)
+
+
+def train_base(cfg, train_ids, steps, seed=0, lr=2e-3, warmup=None, callback=None):
+    """A GPT of `cfg` trained from scratch on `train_ids` by `train.fit`: (model, batch losses,
+    seconds, the TrainConfig). callback(step, model) runs after every step."""
     model = GPT(cfg, seed=seed)
+    tcfg = train_config(steps, seed, lr, warmup)
     t = time.perf_counter()
-    losses = finetune(model, train_ids, steps, batch_size=16, lr=lr, warmup=min(50, steps // 10),
-                      weight_decay=0.1, seed=seed)
-    return model, losses, time.perf_counter() - t
+    result = fit(model, CausalLMTask(train_ids, None, cfg.block_size), tcfg, progress=False,
+                 log=lambda *a: None, callback=callback)
+    return model, result["batch_losses"], time.perf_counter() - t, tcfg
+
+
+def load_or_train_base(cfg, tok, train_ids, steps, base_dir: Path, what="the base model"):
+    """(model, train seconds): the checkpoint in base_dir when it holds this model (same kind and
+    config, same tokenizer, same steps), else a model trained by train_base and saved there."""
+    wanted = GPT(cfg).describe()
+    try:
+        model, meta = load_model(base_dir, which="last")
+    except CheckpointError:
+        meta = {}
+    if meta.get("model") == wanted and meta.get("tokenizer") == tok.to_dict() and meta.get("step") == steps:
+        print(f"loaded {what} from {base_dir}")
+        return model, meta.get("train_seconds", float("nan"))
+    model, _, seconds, tcfg = train_base(cfg, train_ids, steps)
+    save_checkpoint(base_dir, model.state_dict(),
+                    {"model": model.describe(), "tokenizer": tok.to_dict(), "step": steps,
+                     "train_seconds": seconds, "train_config": to_dict(tcfg)})
+    print(f"trained {what} in {seconds:.0f} s; saved to {base_dir}")
+    return model, seconds
 
 
 class Recorder:
@@ -101,6 +145,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-iters", type=int, default=20)
     p.add_argument("--quick", action="store_true", help="fewer settings (a smoke run)")
     p.add_argument("--threads", default="1", help="BLAS threads (default 1)")
+    add_output_options(p)
     args = p.parse_args(argv)
     t_start = time.perf_counter()
 
@@ -112,20 +157,7 @@ def main(argv=None) -> int:
     cfg = model_config(tok.vocab_size)
     print(f"corpus {corpus}: {len(text):,} characters, vocab {tok.vocab_size}; model {cfg}")
 
-    base_dir = ROOT / "runs" / "compression" / corpus / "base"
-    meta = {"model_config": cfg.to_dict(), "tokenizer": tok.to_dict(), "step": args.steps,
-            "train_config": {"dtype": "float32", "val_fraction": 0.1}}
-    if (base_dir / "checkpoint.safetensors").is_file() and \
-            load_checkpoint(base_dir)[2].get("model_config") == cfg.to_dict() and \
-            load_checkpoint(base_dir)[2].get("step") == args.steps:
-        base = GPT(cfg)
-        base.load_state_dict(load_checkpoint(base_dir)[0])
-        train_seconds = load_checkpoint(base_dir)[2].get("train_seconds", float("nan"))
-        print(f"loaded the base model from {base_dir}")
-    else:
-        base, _, train_seconds = train_base(cfg, train_ids, args.steps)
-        save_checkpoint(base_dir, base.state_dict(), {**meta, "train_seconds": train_seconds})
-        print(f"trained the base model in {train_seconds:.0f} s; saved to {base_dir}")
+    base, train_seconds = load_or_train_base(cfg, tok, train_ids, args.steps, args.runs / corpus / "base")
 
     rec = Recorder(train_ids, val_ids, args.eval_iters, copy.deepcopy(base))
     dense = rec("dense (float32)", "-", base)
@@ -153,7 +185,7 @@ def main(argv=None) -> int:
         svd_compress(m, TARGETS, budget=b)
         rec("svd (budget)", b, m)
     for k in ((16,) if quick else (8, 32)):
-        m, _, secs = train_base(model_config(tok.vocab_size, low_rank=k), train_ids, args.steps)
+        m, _, secs, _ = train_base(model_config(tok.vocab_size, low_rank=k), train_ids, args.steps)
         rec("low-rank from scratch", k, m, rank=k, train_seconds=secs)
 
     # -- sparsity -----------------------------------------------------------------------------
@@ -201,11 +233,12 @@ def main(argv=None) -> int:
         rec("prune heads + fine-tune", frac, mh, finetune_steps=ft)
 
     # -- write ----------------------------------------------------------------------------------
-    BENCH.mkdir(parents=True, exist_ok=True)
-    info = {"corpus": corpus, "chars": len(text), "config": cfg.to_dict(), "base_steps": args.steps,
+    bench = args.out
+    bench.mkdir(parents=True, exist_ok=True)
+    info = {"corpus": corpus, "chars": len(text), "config": to_dict(cfg), "base_steps": args.steps,
             "finetune_steps": ft, "eval_iters": args.eval_iters, "blas_threads": THREADS,
             "base_train_seconds": train_seconds, "seconds": time.perf_counter() - t_start}
-    (BENCH / f"compression_accuracy{sfx}.json").write_text(json.dumps({"info": info, "rows": rec.rows},
+    (bench / f"compression_accuracy{sfx}.json").write_text(json.dumps({"info": info, "rows": rec.rows},
                                                                 indent=1, default=str) + "\n")
     head = (f"Character-level GPT ({cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.d_model}, context "
             f"{cfg.block_size}) trained {args.steps} steps on {corpus} ({len(text):,} characters); "
@@ -219,18 +252,19 @@ def main(argv=None) -> int:
     for r in rec.rows:
         lines.append(f"| {r['method']} | {r['setting']} | {r['val_loss']:.4f} | {r['val_loss'] - dense['val_loss']:+.4f} "
                      f"| {r['params']:,} | {r['nonzero']:,} | {r['bytes']:,} | {r['flops']:,} |")
-    (BENCH / f"compression_accuracy{sfx}.md").write_text("\n".join(lines) + "\n")
+    (bench / f"compression_accuracy{sfx}.md").write_text("\n".join(lines) + "\n")
     if svd_rows:
-        (BENCH / f"compression_svd_errors{sfx}.md").write_text(
+        (bench / f"compression_svd_errors{sfx}.md").write_text(
             f"Rank-16 truncated SVD of the trained model's block matrices ({corpus}); the Eckart–Young "
             "errors come from the singular values alone, the measured ones from W − AB.\n\n" + svd_table(svd_rows) + "\n")
-    write_summary(rec.rows, dense, corpus, sfx)
-    plots(rec.rows, dense, base, corpus, sfx)
+    write_summary(rec.rows, dense, corpus, bench, sfx)
+    plots(rec.rows, dense, base, corpus, args.figures, sfx)
+    print(f"wrote the tables in {bench}")
     print(f"done in {time.perf_counter() - t_start:.0f} s")
     return 0
 
 
-def write_summary(rows, dense, corpus, sfx=""):
+def write_summary(rows, dense, corpus, bench: Path, sfx=""):
     """The closing comparison: one chosen setting per method."""
     picks = [("dense (float32)", "-"), ("svd", 32), ("svd + fine-tune", 32), ("svd (energy)", 0.9),
              ("low-rank from scratch", 32), ("prune (global)", 0.5), ("prune (global) + fine-tune", 0.8), ("prune (gradual) + fine-tune", 0.8),
@@ -251,23 +285,23 @@ def write_summary(rows, dense, corpus, sfx=""):
         lines.append(f"| {r['method']} | {r['setting']} | {r['val_loss']:.4f} | {r['val_loss'] - dense['val_loss']:+.4f} | "
                      f"{r['params']:,} | {r['nonzero']:,} | {r['bytes'] / 1024:,.0f} KiB | {r['bytes'] / dense['bytes']:.2f}× | "
                      f"{r['flops']:,} | {r['speed_vs_dense']:.2f}× |")
-    (BENCH / f"compression_summary{sfx}.md").write_text("\n".join(lines) + "\n")
+    (bench / f"compression_summary{sfx}.md").write_text("\n".join(lines) + "\n")
 
 
-def plots(rows, dense, base, corpus, sfx=""):
+def plots(rows, dense, base, corpus, figs: Path, sfx=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    FIGS.mkdir(parents=True, exist_ok=True)
+    figs.mkdir(parents=True, exist_ok=True)
 
     def series(method):
         sel = [r for r in rows if r["method"] == method]
         return [r["setting"] for r in sel], [r["val_loss"] for r in sel], sel
 
     def save(fig, name):
-        fig.savefig(FIGS / f"{name}{sfx}.png", bbox_inches="tight", dpi=110)
+        fig.savefig(figs / f"{name}{sfx}.png", bbox_inches="tight", dpi=110)
         plt.close(fig)
-        print(f"wrote docs/figures/{name}{sfx}.png")
+        print(f"wrote {figs / f'{name}{sfx}.png'}")
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for method, style in (("svd", "o-"), ("svd + fine-tune", "s-"), ("low-rank from scratch", "^-")):

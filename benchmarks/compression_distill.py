@@ -2,10 +2,12 @@
 same student trained on the data alone.
 
 Teacher: the model trained by compression_accuracy.py (runs/compression/<corpus>/base; trained
-here if missing). Student: 1 layer, width 64. Same steps, batches, optimiser and schedule for every
-student; only the loss differs (alpha = 0 is plain cross-entropy).
+here if missing). Student: 1 layer, width 64. Every student is trained by `compress.distill.distill`
+(the one training loop, `train.fit`) with the same TrainConfig: the same steps, seed (so the same
+batches), AdamW and schedule; only the loss differs (alpha = 0 is plain cross-entropy).
 
-Writes docs/benchmarks/compression_distill.{json,md} and docs/figures/compression_distill.png.
+Writes docs/benchmarks/compression_distill.{json,md} and docs/figures/compression_distill.png
+(--out, --figures, --runs: elsewhere).
 Usage: python benchmarks/compression_distill.py [--steps 600] [--teacher-steps 600]
 """
 from __future__ import annotations
@@ -18,32 +20,21 @@ from pathlib import Path
 
 from _blas_threads import THREADS  # noqa: E402  pins BLAS threads before numpy loads
 
-import numpy as np  # noqa: E402  host-side batches
+import numpy as np  # noqa: E402  host-side means of the loss curves
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from compression_accuracy import BENCH, FIGS, load_corpus, model_config, train_base  # noqa: E402
-from minitransformer.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from minitransformer.compress.distill import distill_train  # noqa: E402
+from compression_accuracy import (add_output_options, load_corpus, load_or_train_base,  # noqa: E402
+                                  model_config, train_config)
+from minitransformer.compress.distill import distill  # noqa: E402
 from minitransformer.compress.finetune import evaluate  # noqa: E402
-from minitransformer.data.batching import get_batch, train_val_split  # noqa: E402
+from minitransformer.config import to_dict  # noqa: E402
+from minitransformer.data.batching import train_val_split  # noqa: E402
 from minitransformer.data.tokenizer import CharTokenizer  # noqa: E402
 from minitransformer.models.gpt import GPT  # noqa: E402
-from minitransformer.optim import AdamW, warmup_cosine  # noqa: E402
+from minitransformer.tasks import CausalLMTask  # noqa: E402
 
 SETTINGS = [("cross-entropy only", 1.0, 0.0), ("distill T=2, α=0.5", 2.0, 0.5), ("distill T=4, α=0.9", 4.0, 0.9)]
-
-
-class ScheduledAdamW(AdamW):
-    """AdamW whose step() first sets the warm-up + cosine learning rate (distill_train calls step())."""
-
-    def __init__(self, params, lr, total, warmup=50):
-        super().__init__(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.1)
-        self.max_lr, self.total, self.warmup = lr, total, warmup
-
-    def step(self):
-        self.lr = warmup_cosine(self.t, self.max_lr, self.max_lr / 10, self.warmup, self.total)
-        super().step()
 
 
 def main(argv=None) -> int:
@@ -52,36 +43,28 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--teacher-steps", type=int, default=600)
     p.add_argument("--eval-iters", type=int, default=20)
-    p.add_argument("--threads", default="1")
+    p.add_argument("--threads", default="1", help="BLAS threads (default 1)")
+    add_output_options(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     corpus, text = load_corpus(args.data)
     tok = CharTokenizer.from_text(text)
     train_ids, val_ids = train_val_split(tok.encode(text), 0.1)
     tcfg = model_config(tok.vocab_size)
-    base_dir = ROOT / "runs" / "compression" / corpus / "base"
-    if (base_dir / "checkpoint.safetensors").is_file() and load_checkpoint(base_dir)[2].get("step") == args.teacher_steps \
-            and load_checkpoint(base_dir)[2].get("model_config") == tcfg.to_dict():
-        teacher = GPT(tcfg)
-        teacher.load_state_dict(load_checkpoint(base_dir)[0])
-    else:
-        teacher, _, secs = train_base(tcfg, train_ids, args.teacher_steps)
-        save_checkpoint(base_dir, teacher.state_dict(), {"model_config": tcfg.to_dict(), "tokenizer": tok.to_dict(),
-                                                         "step": args.teacher_steps, "train_seconds": secs,
-                                                         "train_config": {"dtype": "float32", "val_fraction": 0.1}})
+    teacher, _ = load_or_train_base(tcfg, tok, train_ids, args.teacher_steps, args.runs / corpus / "base",
+                                    "the teacher")
     teacher_val = evaluate(teacher, val_ids, 16, args.eval_iters)
     scfg = model_config(tok.vocab_size, n_layer=1, d_model=64)
     print(f"teacher: {teacher.num_parameters():,} parameters, val {teacher_val:.4f}")
     rows, curves = [], {}
+    # warm-up 50 then cosine to lr/10, AdamW (0.9, 0.99), decay 0.1, batch 16; seed 0 for every
+    # student, so every student sees the same batches
+    cfg = train_config(args.steps, seed=0, lr=2e-3, warmup=50)
+    task = CausalLMTask(train_ids, None, scfg.block_size)
     for name, T, alpha in SETTINGS:
         student = GPT(scfg, seed=0)
-        rng = np.random.default_rng(0)                      # the same batches for every student
-
-        def batches():
-            return get_batch(train_ids, 16, scfg.block_size, rng)
         t = time.perf_counter()
-        losses = distill_train(student, teacher, batches, ScheduledAdamW(student.parameters(), 2e-3, args.steps),
-                               args.steps, temperature=T, alpha=alpha)
+        losses = distill(student, teacher, task, cfg, temperature=T, alpha=alpha)["batch_losses"]
         secs = time.perf_counter() - t
         val = evaluate(student, val_ids, 16, args.eval_iters)
         trn = evaluate(student, train_ids, 16, args.eval_iters)
@@ -90,11 +73,11 @@ def main(argv=None) -> int:
         curves[name] = [float(np.mean(losses[i:i + 25])) for i in range(0, len(losses), 25)]
         print(rows[-1])
 
-    BENCH.mkdir(parents=True, exist_ok=True)
-    info = {"corpus": corpus, "teacher_config": tcfg.to_dict(), "student_config": scfg.to_dict(),
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"corpus": corpus, "teacher_config": to_dict(tcfg), "student_config": to_dict(scfg),
             "teacher_params": teacher.num_parameters(), "teacher_val": teacher_val, "steps": args.steps,
             "seconds": time.perf_counter() - t0}
-    (BENCH / "compression_distill.json").write_text(json.dumps({"info": info, "rows": rows, "curves": curves}, indent=1) + "\n")
+    (args.out / "compression_distill.json").write_text(json.dumps({"info": info, "rows": rows, "curves": curves}, indent=1) + "\n")
     lines = [f"Teacher: {tcfg.n_layer} layers, width {tcfg.d_model}, {teacher.num_parameters():,} parameters, "
              f"validation loss {teacher_val:.4f} on {corpus}. Students: 1 layer, width 64, "
              f"{rows[0]['params']:,} parameters, {args.steps} steps of 16×64 tokens, same batches and schedule; "
@@ -103,7 +86,7 @@ def main(argv=None) -> int:
     for r in rows:
         lines.append(f"| {r['student']} | {r['temperature']:g} | {r['alpha']:g} | {r['val_loss']:.4f} | "
                      f"{r['train_loss']:.4f} | {r['seconds']:.0f} |")
-    (BENCH / "compression_distill.md").write_text("\n".join(lines) + "\n")
+    (args.out / "compression_distill.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
     matplotlib.use("Agg")
@@ -118,9 +101,9 @@ def main(argv=None) -> int:
     ax.set_ylabel("validation loss (cross-entropy)")
     ax.set_title(f"Students of {rows[0]['params']:,} parameters")
     ax.legend(fontsize=8)
-    FIGS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGS / "compression_distill.png", bbox_inches="tight", dpi=110)
-    print("wrote docs/benchmarks/compression_distill.{json,md}, docs/figures/compression_distill.png")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figures / "compression_distill.png", bbox_inches="tight", dpi=110)
+    print(f"wrote {args.out / 'compression_distill.json'} and .md, {args.figures / 'compression_distill.png'}")
     return 0
 
 

@@ -9,7 +9,9 @@ for the same number of steps, and reports trainable parameters, Shakespeare vali
 loss on the original corpus afterwards (forgetting), seconds per step, and checks that merging the
 adapters gives the same loss.
 
-Writes docs/benchmarks/compression_lora.{json,md} and docs/figures/compression_lora.png.
+Every model trains through the one training loop (`train.fit`; fine-tuning through
+`compress.finetune.finetune`). Writes docs/benchmarks/compression_lora.{json,md} and
+docs/figures/compression_lora.png (--out, --figures, --runs: elsewhere).
 Usage: python benchmarks/compression_lora.py [--pretrain-steps 600] [--steps 300] [--ranks 1,4,16]
 """
 from __future__ import annotations
@@ -25,13 +27,12 @@ from _blas_threads import THREADS  # noqa: E402  pins BLAS threads before numpy 
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from compression_accuracy import BENCH, FIGS, load_corpus, model_config, train_base  # noqa: E402
-from minitransformer.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from compression_accuracy import add_output_options, load_corpus, load_or_train_base, model_config  # noqa: E402
 from minitransformer.compress.finetune import evaluate, finetune  # noqa: E402
 from minitransformer.compress.lora import apply_lora, merge_lora, parameter_counts  # noqa: E402
+from minitransformer.config import to_dict  # noqa: E402
 from minitransformer.data.batching import train_val_split  # noqa: E402
 from minitransformer.data.tokenizer import CharTokenizer  # noqa: E402
-from minitransformer.models.gpt import GPT  # noqa: E402
 
 TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")
 
@@ -42,7 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--ranks", default="1,4,16")
     p.add_argument("--eval-iters", type=int, default=20)
-    p.add_argument("--threads", default="1")
+    p.add_argument("--threads", default="1", help="BLAS threads (default 1)")
+    add_output_options(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     _, source = load_corpus("default")
@@ -56,20 +58,8 @@ def main(argv=None) -> int:
     tgt_train, tgt_val = train_val_split(tok.encode(target), 0.1)
     cfg = model_config(tok.vocab_size)
 
-    base_dir = ROOT / "runs" / "compression" / "default" / "base"
-    cached = (base_dir / "checkpoint.safetensors").is_file() and \
-        load_checkpoint(base_dir)[2].get("model_config") == cfg.to_dict() and \
-        load_checkpoint(base_dir)[2].get("step") == args.pretrain_steps
-    if cached:
-        base = GPT(cfg)
-        base.load_state_dict(load_checkpoint(base_dir)[0])
-        print(f"loaded the pretrained model from {base_dir}")
-    else:
-        base, _, secs = train_base(cfg, src_train, args.pretrain_steps)
-        save_checkpoint(base_dir, base.state_dict(), {"model_config": cfg.to_dict(), "tokenizer": tok.to_dict(),
-                                                      "step": args.pretrain_steps, "train_seconds": secs,
-                                                      "train_config": {"dtype": "float32", "val_fraction": 0.1}})
-        print(f"pretrained on the built-in corpus in {secs:.0f} s")
+    base, _ = load_or_train_base(cfg, tok, src_train, args.pretrain_steps, args.runs / "default" / "base",
+                                 "the model pretrained on the built-in corpus")
 
     def losses(m):
         return {"target_val": evaluate(m, tgt_val, 16, args.eval_iters), "source_val": evaluate(m, src_val, 16, args.eval_iters)}
@@ -105,10 +95,10 @@ def main(argv=None) -> int:
         curves[name] = curve
         print({k: v for k, v in row.items() if k != "curve"})
 
-    BENCH.mkdir(parents=True, exist_ok=True)
-    info = {"source": "built-in corpus", "target": target_name, "config": cfg.to_dict(),
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = {"source": "built-in corpus", "target": target_name, "config": to_dict(cfg),
             "pretrain_steps": args.pretrain_steps, "steps": args.steps, "seconds": time.perf_counter() - t0}
-    (BENCH / "compression_lora.json").write_text(json.dumps({"info": info, "rows": rows, "curves": curves}, indent=1) + "\n")
+    (args.out / "compression_lora.json").write_text(json.dumps({"info": info, "rows": rows, "curves": curves}, indent=1) + "\n")
     lines = [f"GPT ({cfg.n_layer} layers, width {cfg.d_model}) pretrained {args.pretrain_steps} steps on the built-in "
              f"corpus, then fine-tuned {args.steps} steps (batch 16×64) on {target_name}. *Target* = {target_name} "
              "validation loss, *source* = built-in corpus validation loss after fine-tuning (forgetting). "
@@ -119,7 +109,7 @@ def main(argv=None) -> int:
         merged = f"{r['target_val_merged']:.4f}" if "target_val_merged" in r else "–"
         lines.append(f"| {r['method']} | {r['trainable']:,} | {100 * r['trainable'] / r['total']:.2f} | "
                      f"{r['target_val']:.4f} | {merged} | {r['source_val']:.4f} | {r['s_per_step']:.3f} |")
-    (BENCH / "compression_lora.md").write_text("\n".join(lines) + "\n")
+    (args.out / "compression_lora.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
     matplotlib.use("Agg")
@@ -132,9 +122,9 @@ def main(argv=None) -> int:
     ax.set_ylabel(f"{target_name} validation loss")
     ax.set_title("LoRA vs full fine-tuning")
     ax.legend(fontsize=8)
-    FIGS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGS / "compression_lora.png", bbox_inches="tight", dpi=110)
-    print("wrote docs/benchmarks/compression_lora.{json,md}, docs/figures/compression_lora.png")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figures / "compression_lora.png", bbox_inches="tight", dpi=110)
+    print(f"wrote {args.out / 'compression_lora.json'} and .md, {args.figures / 'compression_lora.png'}")
     return 0
 
 

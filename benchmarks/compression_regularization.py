@@ -6,7 +6,9 @@ characters, seen about 40 times), validated on the standard held-out last 10% of
 training and validation loss along the way; the claim predicts a smaller train/validation gap and
 a better validation loss for the low-rank models. We report what happens, either way.
 
-Writes docs/benchmarks/compression_regularization.{json,md} and docs/figures/compression_regularization.png.
+Every model trains through `train.fit` (compression_accuracy.train_base). Writes
+docs/benchmarks/compression_regularization.{json,md} and docs/figures/compression_regularization.png
+(--out, --figures: elsewhere).
 Usage: python benchmarks/compression_regularization.py [--chars 20000] [--steps 800] [--ranks 4,16]
 """
 from __future__ import annotations
@@ -23,11 +25,11 @@ import numpy as np  # noqa: E402  host-side harness (means over seeds)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from compression_accuracy import BENCH, FIGS, load_corpus, model_config  # noqa: E402
-from minitransformer.compress.finetune import evaluate, finetune  # noqa: E402
+from compression_accuracy import add_output_options, load_corpus, model_config, train_base  # noqa: E402
+from minitransformer.compress.finetune import evaluate  # noqa: E402
+from minitransformer.config import to_dict  # noqa: E402
 from minitransformer.data.batching import train_val_split  # noqa: E402
 from minitransformer.data.tokenizer import CharTokenizer  # noqa: E402
-from minitransformer.models.gpt import GPT  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -39,7 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2", help="weight and batch seeds; results are mean ± std over them")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-iters", type=int, default=10)
-    p.add_argument("--threads", default="1")
+    p.add_argument("--threads", default="1", help="BLAS threads (default 1)")
+    add_output_options(p)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     corpus, text = load_corpus(args.data)
@@ -52,7 +55,6 @@ def main(argv=None) -> int:
     for rank in [None] + [int(r) for r in args.ranks.split(",") if r]:
         for seed in seeds:
             cfg = model_config(tok.vocab_size, low_rank=rank)
-            model = GPT(cfg, seed=seed)
             curve = []
 
             def record(step, m):
@@ -62,19 +64,18 @@ def main(argv=None) -> int:
                     curve.append({"step": step, "train": tr, "val": va})
                     print(f"rank {rank or 'full'} seed {seed}: step {step:4d}  train {tr:.4f}  val {va:.4f}  "
                           f"gap {va - tr:+.4f}")
-            t = time.perf_counter()
-            finetune(model, small, args.steps, batch_size=16, lr=2e-3, warmup=50, weight_decay=0.1,
-                     callback=record, seed=seed)
+            model, _, seconds, _ = train_base(cfg, small, args.steps, seed=seed, lr=2e-3, warmup=50,
+                                              callback=record)
             best = min(curve, key=lambda c: c["val"])
             runs.append({"rank": rank, "seed": seed, "params": model.num_parameters(), "curve": curve,
                          "final": curve[-1], "best_val": best["val"], "best_step": best["step"],
-                         "seconds": time.perf_counter() - t})
+                         "seconds": seconds})
 
-    BENCH.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     info = {"corpus": corpus, "train_chars": len(small), "val_tokens": len(val_ids), "steps": args.steps,
-            "tokens_seen": args.steps * 16 * 64, "config": model_config(tok.vocab_size).to_dict(),
+            "tokens_seen": args.steps * 16 * 64, "config": to_dict(model_config(tok.vocab_size)),
             "seconds": time.perf_counter() - t0}
-    (BENCH / "compression_regularization.json").write_text(json.dumps({"info": info, "runs": runs}, indent=1) + "\n")
+    (args.out / "compression_regularization.json").write_text(json.dumps({"info": info, "runs": runs}, indent=1) + "\n")
     lines = [f"Trained on the first {len(small):,} characters of {corpus} ({args.steps} steps of 16×64 tokens, "
              f"≈{args.steps * 16 * 64 / len(small):.0f} passes), validated on the held-out last 10% "
              f"({len(val_ids):,} characters). Losses over {args.eval_iters} batches of 16; mean ± standard "
@@ -90,7 +91,7 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | {sel[0]['params']:,} | {ms([r['final']['train'] for r in sel])} | "
                      f"{ms([r['final']['val'] for r in sel])} | {ms([r['final']['val'] - r['final']['train'] for r in sel])} | "
                      f"{ms([r['best_val'] for r in sel])} | {', '.join(str(r['best_step']) for r in sel)} |")
-    (BENCH / "compression_regularization.md").write_text("\n".join(lines) + "\n")
+    (args.out / "compression_regularization.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
     matplotlib.use("Agg")
@@ -107,9 +108,10 @@ def main(argv=None) -> int:
     ax.set_ylabel("loss")
     ax.set_title(f"Small data ({len(small):,} characters): train vs validation")
     ax.legend(fontsize=8)
-    FIGS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGS / "compression_regularization.png", bbox_inches="tight", dpi=110)
-    print("wrote docs/benchmarks/compression_regularization.{json,md}, docs/figures/compression_regularization.png")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.figures / "compression_regularization.png", bbox_inches="tight", dpi=110)
+    print(f"wrote {args.out / 'compression_regularization.json'} and .md, "
+          f"{args.figures / 'compression_regularization.png'}")
     return 0
 
 

@@ -11,7 +11,7 @@ At the shapes of the small CPU GPT (B=12, H=4, T=S=64, D=32, float32) it measure
 
 Times are the best of several repeats (the least disturbed by other jobs). Pin BLAS to one thread on a
 shared machine: OPENBLAS_NUM_THREADS=1 python benchmarks/dense_attention_choices.py
-Writes docs/benchmarks/dense_attention_choices.{json,md}.
+Writes docs/benchmarks/dense_attention_choices.{json,md} (--out DIR: elsewhere).
 """
 from __future__ import annotations
 
@@ -137,6 +137,8 @@ def main(argv=None):
     ap.add_argument("--number", type=int, default=50, help="calls per timed repeat")
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--no-write", action="store_true", help="print only")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks",
+                    help="directory for the results (default: docs/benchmarks)")
     args = ap.parse_args(argv)
     rows = measure(args.batch, args.heads, args.seq, args.head_dim, args.number, args.repeat)
     meta = {"shape": {"B": args.batch, "H": args.heads, "T": args.seq, "S": args.seq, "D": args.head_dim},
@@ -156,9 +158,11 @@ def main(argv=None):
     table = "\n".join(lines) + "\n"
     print(table)
     if not args.no_write:
-        out = ROOT / "docs" / "benchmarks"
+        out = args.out
+        out.mkdir(parents=True, exist_ok=True)
         (out / "dense_attention_choices.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
         (out / "dense_attention_choices.md").write_text(table)
+        print(f"wrote {out / 'dense_attention_choices.json'} and .md")
     return 0
 
 

@@ -1,7 +1,8 @@
 """Factorised vs dense matmul: measured speed-up of y = (x A) B over y = x W beside the ideal
 mn / (k (m + n)), for several matrix sizes and ranks, on the CPU (or the GPU with --device cuda).
 
-Writes docs/benchmarks/compression_lowrank_speed.{json,md} and docs/figures/compression_lowrank_speed.png.
+Writes docs/benchmarks/compression_lowrank_speed.{json,md} and docs/figures/compression_lowrank_speed.png
+(--out, --figures: elsewhere).
 Usage: python benchmarks/lowrank_speed.py [--device cpu|cuda] [--tokens 2048] [--quick]
 """
 from __future__ import annotations
@@ -73,7 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--quick", action="store_true", help="two sizes only")
     p.add_argument("--threads", default="1", help="BLAS threads (read before NumPy loads; default 1)")
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks"), help="directory for the tables")
+    p.add_argument("--figures", default=str(ROOT / "docs" / "figures"), help="directory for the figure")
     args = p.parse_args(argv)
     backend.check_device(args.device)
     shapes = SHAPES[:2] if args.quick else SHAPES
@@ -120,9 +122,10 @@ def main(argv=None) -> int:
     ax.set_ylabel("measured forward speed-up")
     ax.set_title(f"Factorised vs dense matmul ({args.device}, {args.tokens} tokens)")
     ax.legend(fontsize=8)
-    fig_path = ROOT / "docs" / "figures" / f"compression_lowrank_speed{suffix}.png"
+    fig_path = Path(args.figures) / f"compression_lowrank_speed{suffix}.png"
+    fig_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_path, bbox_inches="tight", dpi=110)
-    print(f"wrote {fig_path.relative_to(ROOT)}")
+    print(f"wrote {fig_path}")
     return 0
 
 

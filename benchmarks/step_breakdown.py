@@ -29,7 +29,7 @@ from minitransformer.models.gpt import GPT, GPTConfig  # noqa: E402
 from minitransformer.nn.functional.activations import gelu_backward, gelu_forward  # noqa: E402
 from minitransformer.nn.functional.layernorm import layernorm_backward, layernorm_forward  # noqa: E402
 from minitransformer.nn.functional.linear import linear_backward, linear_forward  # noqa: E402
-from minitransformer.optim import AdamW  # noqa: E402
+from minitransformer.optim import AdamW, decay_groups  # noqa: E402
 from minitransformer.thread_parallel import available_cores  # noqa: E402
 
 
@@ -65,11 +65,11 @@ def ours_pieces(cfg: dict, rng) -> dict:
         q, k, v, dout = (f32(B, H, T, C // H) for _ in range(4))
         return lambda: (kernel.forward(q, k, v, causal=True), kernel.backward(dout))
 
-    def adamw():
+    def adamw():                           # decay on the matrices only, as `train.fit` sets it up
         model = GPT(GPTConfig(n_layer=L, n_head=H, d_model=C, block_size=T, vocab_size=V), seed=0)
         for p in model.parameters():
             p.grad[...] = f32(*p.shape)
-        return AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1).step
+        return AdamW(decay_groups(model.named_parameters(), 0.1), lr=1e-3, betas=(0.9, 0.99)).step
 
     return step_pieces(L, C, linear, gelu, layernorm, attention, adamw)
 
@@ -122,7 +122,9 @@ def torch_pieces(cfg: dict, rng, threads: int):
                   for p in GPT(GPTConfig(n_layer=L, n_head=H, d_model=C, block_size=T, vocab_size=V), seed=0).parameters()]
         for p in params:
             p.grad = t32(*p.shape)
-        return torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1).step
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99)).step
 
     return step_pieces(L, C, linear, gelu, layernorm, attention, adamw)
 
