@@ -7,6 +7,8 @@
   ``shakespeare-cpu`` / ``shakespeare-gpu`` (nanoGPT's character-level baselines; run them with
   ``--data ../shared/data/tinyshakespeare.txt``).
 * ``seq2seq`` (the encoder-decoder Transformer reversing digit strings): ``default``, ``tiny``.
+* ``classifier`` (an encoder read out at [CLS], on the long-range retrieval task of
+  ``data/long_range.py``): ``default``, ``tiny``.
 
 A configuration file (TOML or JSON) may name a ``family`` and a ``preset`` to start from, then change
 fields in ``[model]`` and ``[train]``:
@@ -27,6 +29,7 @@ import json
 from pathlib import Path
 
 from .config import replace
+from .models.classifier import ClassifierConfig
 from .models.gpt import GPTConfig
 from .models.seq2seq import Seq2SeqConfig
 from .train import TrainConfig
@@ -54,6 +57,7 @@ PRESETS = {
                         eval_interval=250, eval_iters=200),
         ),
     },
+    # --8<-- [start:seq2seq_presets]
     "seq2seq": {
         "default": (
             Seq2SeqConfig(n_layer=2, n_dec_layer=2, n_head=4, d_model=64, norm="pre"),
@@ -64,6 +68,19 @@ PRESETS = {
             Seq2SeqConfig(n_layer=1, n_dec_layer=1, n_head=2, d_model=32, norm="pre"),
             TrainConfig(steps=60, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=5, weight_decay=0.0,
                         eval_interval=30, eval_iters=2, num_samples=0),
+        ),
+    },
+    # --8<-- [end:seq2seq_presets]
+    "classifier": {
+        "default": (
+            ClassifierConfig(n_layer=1, n_head=2, d_model=32),
+            TrainConfig(steps=300, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=20, weight_decay=0.0,
+                        eval_interval=100, eval_iters=4, num_samples=0),
+        ),
+        "tiny": (
+            ClassifierConfig(n_layer=1, n_head=2, d_model=16),
+            TrainConfig(steps=40, batch_size=16, lr=1e-2, min_lr=1e-3, warmup=2, weight_decay=0.0,
+                        eval_interval=20, eval_iters=2, num_samples=0),
         ),
     },
 }
@@ -130,6 +147,17 @@ def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokeniz
                          "trains on its synthetic task")
     if family == "seq2seq":
         return ReverseTask(max_len=min(model_cfg.max_src_len, model_cfg.max_tgt_len, 8), seed=train_cfg.seed)
+    if family == "classifier":
+        from functools import partial
+
+        from .data.long_range import RetrievalTask, retrieval_batch
+        from .tasks.classification import ClassificationTask
+        data = RetrievalTask(seq_len=min(model_cfg.max_len, 32), min_distance=2, max_distance=31)
+        return ClassificationTask(partial(retrieval_batch, data), data.n_classes, val_batches=2,
+                                  config_fields={"vocab_size": data.vocab_size, "n_classes": data.n_classes,
+                                                 "max_len": data.seq_len},
+                                  description=f"long-range retrieval over {data.seq_len} tokens, "
+                                              f"{data.n_classes} classes")
     raise ValueError(f"model family {family!r} has no default task")
 
 

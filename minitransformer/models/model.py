@@ -24,6 +24,7 @@ from ..nn.module import Module
 __all__ = ["IGNORE_INDEX", "Model"]
 
 
+# --8<-- [start:model_contract]
 class Model(Module):
     """Base class of every registered model family."""
 
@@ -33,3 +34,4 @@ class Model(Module):
     def describe(self) -> dict:
         """{"kind": registered name, "config": the config as a JSON-able dict}."""
         return {"kind": self.kind, "config": to_dict(self.config)}
+# --8<-- [end:model_contract]

@@ -21,6 +21,7 @@ class ModelFamily(NamedTuple):
 _FAMILIES: dict[str, ModelFamily] = {}
 
 
+# --8<-- [start:register_model]
 def register_model(name: str, config_cls: type, summary: str):
     """Class decorator: make a Model subclass buildable by `name` from a `config_cls`."""
     def wrap(cls):
@@ -30,6 +31,7 @@ def register_model(name: str, config_cls: type, summary: str):
         cls.kind = name
         return cls
     return wrap
+# --8<-- [end:register_model]
 
 
 def model_families() -> dict[str, ModelFamily]:

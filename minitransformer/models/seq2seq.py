@@ -60,8 +60,10 @@ class Seq2SeqConfig:
             raise ValueError(f"Seq2SeqConfig.dropout must lie in [0, 1), got {self.dropout}")
 
 
+# --8<-- [start:seq2seq_register]
 @register_model("seq2seq", Seq2SeqConfig, "encoder-decoder Transformer (synthetic sequence tasks)")
 class Seq2SeqTransformer(Model):
+# --8<-- [end:seq2seq_register]
     """Encoder-decoder Transformer with a tied target embedding / output projection."""
 
     def __init__(self, config: Seq2SeqConfig, seed: int = 0):

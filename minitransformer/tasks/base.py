@@ -21,6 +21,7 @@ from .. import backend
 from ..models.model import IGNORE_INDEX
 
 
+# --8<-- [start:task]
 class Task:
     """Base class; subclasses implement ``batch`` and set ``name``."""
 
@@ -68,6 +69,7 @@ class Task:
     def check_split(self, split: str) -> None:
         if split not in self.splits:
             raise ValueError(f"task {self.name!r} has no {split!r} split; it has {list(self.splits)}")
+# --8<-- [end:task]
 
 
 def to_device(batch, device: str) -> tuple:

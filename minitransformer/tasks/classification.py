@@ -2,6 +2,8 @@
 accuracy as the metric. The long-range retrieval task (``data/long_range.py``) is one."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np  # host-side labels and accuracy
 
 from .. import backend
@@ -14,10 +16,18 @@ class ClassificationTask(Task):
     name = "classification"
 
     def __init__(self, make_batch, n_classes: int, val_batches: int = 0, val_batch_size: int = 256,
-                 val_seed: int = 10_000):
+                 val_seed: int = 10_000, config_fields: dict | None = None, description: str = ""):
         self.make_batch, self.n_classes = make_batch, n_classes
+        self.config_fields, self.description = dict(config_fields or {}), description
         self.val_batches, self.val_batch_size, self.val_seed = val_batches, val_batch_size, val_seed
         self.splits = ("train", "val") if val_batches else ("train",)
+
+    def adapt(self, config):
+        """The model config with the sizes this data needs (`config_fields`: vocabulary, classes, ...)."""
+        return dataclasses.replace(config, **self.config_fields) if self.config_fields else config
+
+    def describe(self) -> str:
+        return self.description or f"classification into {self.n_classes} classes"
 
     def batch(self, split: str, batch_size: int, rng):
         self.check_split(split)

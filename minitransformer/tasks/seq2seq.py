@@ -31,6 +31,7 @@ def reverse_batch(batch_size: int, min_len: int, max_len: int, n_symbols: int, r
     return src.astype(np.int64), tgt_in.astype(np.int64), tgt_out.astype(np.int64)
 
 
+# --8<-- [start:reverse_task]
 class ReverseTask(Task):
     """Reverse digit strings; validation batches are drawn from a fixed generator."""
 
@@ -56,6 +57,7 @@ class ReverseTask(Task):
     def batch(self, split: str, batch_size: int, rng):
         self.check_split(split)
         return reverse_batch(batch_size, self.min_len, self.max_len, self.n_symbols, rng)
+# --8<-- [end:reverse_task]
 
     def metrics(self, model) -> dict:
         """Exact-match accuracy of greedy decoding on the validation set (every real position right)."""
