@@ -45,12 +45,16 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=0.03, help="largest relative gap of the final "
                    "validation loss that passes (default: %(default)s)")
     p.add_argument("--out", default=".", metavar="DIR", help="where the tables go (default: here)")
+    p.add_argument("--devices", nargs=2, default=["cuda", "cpu"], metavar=("GPU", "CPU"),
+                   help="the two devices (default: cuda cpu; `cpu cpu` checks the script without a GPU)")
     args = p.parse_args(argv)
     for name in ("steps", "eval_interval"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    backend.check_device("cuda")
-    runs = {d: run(d, args.model, args.preset, args.steps, args.eval_interval, args.data) for d in ("cuda", "cpu")}
+    gpu, cpu = args.devices
+    backend.check_device(gpu)
+    runs = {"cuda": run(gpu, args.model, args.preset, args.steps, args.eval_interval, args.data),
+            "cpu": run(cpu, args.model, args.preset, args.steps, args.eval_interval, args.data)}
     pairs = list(zip(runs["cpu"]["rows"], runs["cuda"]["rows"]))
     gaps = [abs(g["val_loss"] - c["val_loss"]) / c["val_loss"] for c, g in pairs]
     passed = bool(gaps) and gaps[-1] <= args.tolerance
