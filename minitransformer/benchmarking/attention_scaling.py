@@ -44,7 +44,7 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 
 from .. import backend
 from ..attention import kernel_names, make_kernel
-from .output import output_dir, save_plot
+from .output import output_dir, positive_float, positive_int, save_plot
 
 EXACT = ("dense", "memory_efficient")
 PATTERN_EXACT = ("sliding_window", "dilated", "longformer", "sparse_strided", "sparse_fixed", "bigbird")
@@ -349,19 +349,19 @@ def plot(results, path: Path) -> None:
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="minitransformer bench attention",
                                 description="Time, peak memory and error of every attention kernel vs N.")
-    p.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384, 32768])
+    p.add_argument("--lengths", type=positive_int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384, 32768])
     p.add_argument("--kernels", nargs="+", help="kernel names (default: every registered kernel)")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--heads", type=int, default=1)
-    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--heads", type=positive_int, default=1)
+    p.add_argument("--head-dim", type=positive_int, default=64)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--memory-budget-gb", type=float, default=4.0,
+    p.add_argument("--memory-budget-gb", type=positive_float, default=4.0,
                    help="refuse dense attention above this estimate (GiB); default %(default)s")
-    p.add_argument("--time-budget", type=float, default=300.0,
+    p.add_argument("--time-budget", type=positive_float, default=300.0,
                    help="skip a kernel's longer lengths once one is predicted to take longer (s)")
-    p.add_argument("--repeat-seconds", type=float, default=3.0, help="time spent on repeats per point")
-    p.add_argument("--error-max-len", type=int, default=8192,
+    p.add_argument("--repeat-seconds", type=positive_float, default=3.0, help="time spent on repeats per point")
+    p.add_argument("--error-max-len", type=positive_int, default=8192,
                    help="compute the error against exact attention up to this N")
     p.add_argument("--quick", action="store_true", help="small run: N in {256, 512, 1024}, short budgets, "
                    "results written with the suffix _quick")

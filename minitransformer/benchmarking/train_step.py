@@ -25,7 +25,7 @@ import numpy as np  # benchmark harness: host timing and the matmul-rate probe
 
 from .. import backend
 from ..thread_parallel import auto_threads, available_cores
-from .output import output_dir
+from .output import output_dir, positive_int
 
 CONFIGS = {
     "small": dict(n_layer=4, n_head=4, d_model=128, block_size=64, batch_size=12, vocab_size=65),
@@ -229,7 +229,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--steps", type=int, default=20, help="timed steps per configuration")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed steps per configuration")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--out", metavar="DIR", help="directory for train_step.json and .md "
                    "(default: the current directory)")
