@@ -139,23 +139,34 @@ def load_checkpoint(path, which: str = "last"):
     return model_state, optimizer_state, meta
 
 
-def load_model(path, device: str = "cpu", dtype=None, which: str = "best"):
-    """(model, meta) from a checkpoint of any registered family: the model its metadata describes,
-    with the saved weights and buffers, on `device` in `dtype` (default: the training dtype)."""
+def model_of(meta: dict, path, device: str = "cpu", dtype=None):
+    """The freshly initialised model a checkpoint's metadata describes, on `device` in `dtype`
+    (default: the training dtype); CheckpointError when it cannot be built."""
     from .models.registry import model_from_description
 
-    state, _, meta = load_checkpoint(path, which)
     if "model" not in meta:
         raise CheckpointError(f"checkpoint {str(path)!r} does not describe its model (no 'model' entry)")
     try:
         model = model_from_description(meta["model"])
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot build its model: {err}") from None
-    model.to(device, dtype or meta.get("train_config", {}).get("dtype", "float32"))
+    return model.to(device, dtype or meta.get("train_config", {}).get("dtype", "float32"))
+
+
+def load_weights(model, state: dict, path) -> None:
+    """Load a checkpoint's arrays into `model`; a mismatch is a CheckpointError naming the file."""
     try:
         model.load_state_dict(state)
     except ValueError as err:
         raise CheckpointError(f"checkpoint {str(path)!r}: {err}") from None
+
+
+def load_model(path, device: str = "cpu", dtype=None, which: str = "best"):
+    """(model, meta) from a checkpoint of any registered family: the model its metadata describes,
+    with the saved weights and buffers, on `device` in `dtype` (default: the training dtype)."""
+    state, _, meta = load_checkpoint(path, which)
+    model = model_of(meta, path, device, dtype)
+    load_weights(model, state, path)
     return model, meta
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, load_weights, model_of, save_checkpoint
 from ..nn.module import Module
 from .lora import LoRALinear
 from ..nn.lowrank import LowRankLinear
@@ -59,23 +59,12 @@ def _replace_exact(model, layers: dict, make) -> None:
 
 def load_compressed(path, device: str = "cpu", which: str = "best"):
     """(model, meta) from a checkpoint written by save_compressed, or a plain one of any family."""
-    from ..models.registry import model_from_description
-
     state, _, meta = load_checkpoint(path, which)
-    if "model" not in meta:
-        raise CheckpointError(f"checkpoint {path} does not describe its model (no 'model' entry)")
-    try:
-        model = model_from_description(meta["model"])
-    except (ValueError, TypeError) as err:
-        raise CheckpointError(f"checkpoint {path}: cannot build its model: {err}") from None
     # device and dtype first: Module.to would cast float16 weights of quantized layers
-    model.to(device, meta.get("train_config", {}).get("dtype", "float32"))
+    model = model_of(meta, path, device)
     layers = meta.get("compression", {}).get("layers", {})
     _replace_exact(model, layers, _maker(layers))
-    try:
-        model.load_state_dict(state)
-    except ValueError as err:
-        raise CheckpointError(f"checkpoint {path}: {err}") from None
+    load_weights(model, state, path)
     return model, meta
 
 

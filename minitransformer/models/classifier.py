@@ -15,6 +15,7 @@ import numpy as np  # host side only (seeded init, test inputs); array math uses
 
 from .. import backend
 from ..blocks import Encoder
+from ..config import require_int
 from ..gradcheck import check_module, register
 from ..nn.checks import check_targets, check_token_ids
 from ..nn.embedding import Embedding
@@ -37,9 +38,7 @@ class ClassifierConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "n_classes", "max_len", "n_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ClassifierConfig.{name} must be a positive integer, got {value!r}")
+            require_int(self, name, 1)
         if self.d_model % self.n_head:
             raise ValueError(f"ClassifierConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
 

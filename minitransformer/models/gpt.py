@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from .. import backend
 from ..gradcheck import register
 from ..blocks import EncoderBlock
+from ..config import require_int
 from ..nn.checks import check_array, check_targets, check_token_ids
 from ..nn.dropout import Dropout
 from ..nn.embedding import Embedding
@@ -53,9 +54,7 @@ class GPTConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive integer, got {value!r}")
+            require_int(self, name, 1)
         if self.d_model % self.n_head:
             raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.norm not in ("pre", "post"):

@@ -21,6 +21,7 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 from .. import backend
 from ..attention.kv_cache import KVCache
 from ..blocks import Decoder, Encoder
+from ..config import require_int
 from ..gradcheck import check_module, register
 from ..nn.checks import check_targets, check_token_ids
 from ..nn.embedding import Embedding
@@ -49,9 +50,7 @@ class Seq2SeqConfig:
     def __post_init__(self):
         for name in ("src_vocab_size", "tgt_vocab_size", "max_src_len", "max_tgt_len", "n_layer",
                      "n_dec_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Seq2SeqConfig.{name} must be a positive integer, got {value!r}")
+            require_int(self, name, 1)
         if self.d_model % self.n_head:
             raise ValueError(f"Seq2SeqConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.norm not in ("pre", "post"):
