@@ -121,7 +121,7 @@ def test_a_bug_in_the_package_is_not_turned_into_a_one_line_error(monkeypatch, t
 @pytest.mark.parametrize("which, extra, message", [
     ("train-step", ["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
     ("attention", ["--lengths", "0"], "argument --lengths: expected an integer >= 1, got 0"),
-    ("attention", ["--repeat-seconds", "-1"], "argument --repeat-seconds: expected a finite number > 0"),
+    ("attention", ["--repeat-seconds", "-1"], "argument --repeat-seconds: expected a finite number >= 0"),
     ("attention", ["--memory-budget-gb", "nan"], "argument --memory-budget-gb: expected a finite number > 0"),
 ])
 def test_benchmark_settings_are_checked_before_any_work(which, extra, message, capsys, tmp_path, monkeypatch):

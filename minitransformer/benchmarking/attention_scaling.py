@@ -44,7 +44,7 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 
 from .. import backend
 from ..attention import kernel_names, make_kernel
-from .output import output_dir, positive_float, positive_int, save_plot
+from .output import non_negative_float, output_dir, positive_float, positive_int, save_plot
 
 EXACT = ("dense", "memory_efficient")
 PATTERN_EXACT = ("sliding_window", "dilated", "longformer", "sparse_strided", "sparse_fixed", "bigbird")
@@ -360,7 +360,7 @@ def parse_args(argv):
                    help="refuse dense attention above this estimate (GiB); default %(default)s")
     p.add_argument("--time-budget", type=positive_float, default=300.0,
                    help="skip a kernel's longer lengths once one is predicted to take longer (s)")
-    p.add_argument("--repeat-seconds", type=positive_float, default=3.0, help="time spent on repeats per point")
+    p.add_argument("--repeat-seconds", type=non_negative_float, default=3.0, help="time spent on repeats per point")
     p.add_argument("--error-max-len", type=positive_int, default=8192,
                    help="compute the error against exact attention up to this N")
     p.add_argument("--quick", action="store_true", help="small run: N in {256, 512, 1024}, short budgets, "

@@ -26,15 +26,21 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
+def positive_float(text: str, minimum_allowed: bool = False) -> float:
+    """argparse type: a finite number > 0 (>= 0 with minimum_allowed, see non_negative_float)."""
+    wanted = ">= 0" if minimum_allowed else "> 0"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}") from None
+    if not (math.isfinite(value) and (value >= 0 if minimum_allowed else value > 0)):
+        raise argparse.ArgumentTypeError(f"expected a finite number {wanted}, got {value}")
     return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    return positive_float(text, minimum_allowed=True)
 
 
 def output_dir(given: str | None) -> Path:
