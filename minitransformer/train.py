@@ -253,7 +253,12 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
     parallel = _data_parallel(model, task, cfg, probe[0].size // cfg.batch_size)
     start_step, best_val = 0, float("inf")
     if resume:
-        start_step, best_val = _restore(out_dir, model, task, optimizer, rng, parallel, cfg, log)
+        try:
+            start_step, best_val = _restore(out_dir, model, task, optimizer, rng, parallel, cfg, log)
+        except BaseException:
+            if parallel is not None:                           # no worker processes left behind
+                parallel.close()
+            raise
     has_val = "val" in task.splits
     baseline = task.baseline()
     log(f"model: {model.kind}, {model.num_parameters():,} parameters | {task.describe()}"

@@ -130,3 +130,15 @@ def test_benchmark_settings_are_checked_before_any_work(which, extra, message, c
         main(["bench", which, "--", *extra])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())                              # nothing written
+
+
+def test_a_permission_error_reading_the_data_is_one_line(monkeypatch, capsys):
+    """As root (CI) a file cannot be made unreadable, so the error the OS would raise is injected."""
+    from minitransformer.data import corpus
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(corpus, "load_text", denied)
+    assert _train("--data", "secret.txt") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'secret.txt' Permission denied" in err
