@@ -52,7 +52,8 @@ def step_times(steps: int = 30, rounds: int = 3) -> dict:
     tp = ThreadParallel(models["threads"], 2)
     dp = DataParallel(models["processes"], functools.partial(build, "float32"), 2)
     passes = {"one": lambda x, y: (models["one"].forward(x, y), models["one"].backward()),
-              "threads": tp.forward_backward, "processes": dp.forward_backward}
+              "threads": lambda x, y: tp.forward_backward((x, y)),
+              "processes": lambda x, y: dp.forward_backward((x, y))}
 
     def timed(name):
         def step():
