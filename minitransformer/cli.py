@@ -77,6 +77,8 @@ def _run_train(args):
                          ("workers", "train"), ("threads", "train"), ("attention", "model")):
         if getattr(args, key) is not None:
             overrides[section][key] = getattr(args, key)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
     family, model_cfg, train_cfg = load_run_config(args.model, args.preset, args.config, overrides)
     if family in TEXT_FAMILIES and train_cfg.num_samples:   # sampling settings checked before training
         check_sampling(train_cfg.sample_tokens, train_cfg.temperature, train_cfg.top_k or None, None,

@@ -167,12 +167,14 @@ def start_run(family: str, model_cfg, train_cfg: TrainConfig, data=None, out_dir
     """Build the task and the model of a family and train it with `train.fit`; on resume the task
     takes the tokenizer the checkpoint recorded."""
     from . import backend
-    from .checkpoint import load_checkpoint, tokenizer_of
+    from .checkpoint import LAST, CheckpointError, load_checkpoint, tokenizer_of
     from .models.registry import build_model
     from .train import fit
 
     backend.check_device(device)
     tokenizer = None
+    if resume and out_dir and not (Path(out_dir) / LAST).is_file():
+        raise CheckpointError(f"nothing to resume: no checkpoint in {str(out_dir)!r}")
     if resume and out_dir and family in TEXT_FAMILIES:
         _, _, meta = load_checkpoint(out_dir, "last")
         tokenizer = tokenizer_of(meta, out_dir)

@@ -47,6 +47,11 @@ def test_an_occupied_output_needs_resume_or_overwrite(tmp_path, capsys, text):
     assert _train("--data", text, "--out", out) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert _train("--data", text, "--out", out, "--overwrite") == 0
+    capsys.readouterr()
+    assert _train("--data", text, "--out", out, "--overwrite", "--resume") == 2
+    assert "choose one" in capsys.readouterr().err
+    assert _train("--data", text, "--out", str(tmp_path / "empty"), "--resume") == 2
+    assert "nothing to resume" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
