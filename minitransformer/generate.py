@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp
 
 from . import backend
+from .nn.functional.softmax import softmax_forward
 
 
 # --8<-- [start:sampling]
@@ -24,8 +25,7 @@ def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, to
     if top_p is not None and top_p < 1.0:
         order = xp.argsort(-logits, axis=-1)                             # (B, V) descending
         sorted_logits = xp.take_along_axis(logits, order, axis=-1)
-        probs = xp.exp(sorted_logits - sorted_logits[:, :1])
-        probs /= probs.sum(-1, keepdims=True)
+        probs, _ = softmax_forward(sorted_logits)                         # (B, V) in sorted order
         cum = xp.cumsum(probs, axis=-1)
         drop_sorted = (cum - probs) >= top_p                             # mass before this token already >= p
         inverse = xp.argsort(order, axis=-1)                             # undo the sort
@@ -41,7 +41,7 @@ def sample_next(logits, rng: np.random.Generator, greedy: bool = False, temperat
     if greedy or temperature == 0:
         return xp.argmax(logits, axis=-1)
     logits = filter_logits(logits, temperature, top_k, top_p)
-    probs = xp.exp(logits - logits.max(-1, keepdims=True))
+    probs, _ = softmax_forward(logits)                                    # filtered tokens: exp(-inf) = 0
     cdf = xp.cumsum(probs, axis=-1)
     cdf /= cdf[:, -1:]
     u = backend.to_device(rng.random((logits.shape[0], 1)), backend.device_of(logits), cdf.dtype)
