@@ -214,3 +214,14 @@ def test_noam_schedule_peaks_at_the_configured_lr():
     cfg = TrainConfig(schedule="noam", warmup=100, lr=1e-3)
     rates = [learning_rate(s, cfg, 128) for s in range(1000)]
     assert max(rates) == pytest.approx(1e-3) and rates.index(max(rates)) == 99
+
+
+def test_resume_with_dropout_split_over_threads_is_bit_exact(tmp_path):
+    """The replicas of a threaded run draw their own dropout masks: their generators are saved too."""
+    model = GPTConfig(block_size=16, n_layer=1, n_head=2, d_model=16, dropout=0.1)
+    cfg = _cfg(threads=2)
+    full = _gpt_run(tmp_path / "full", cfg, model=model)
+    _gpt_run(tmp_path / "split", cfg, model=model, stop_after=6)
+    resumed = _gpt_run(tmp_path / "split", cfg, model=model, resume=True)
+    assert resumed["batch_losses"] == full["batch_losses"][6:]
+    assert len(load_checkpoint(tmp_path / "split")[2]["rng"]["replicas"]) == 1
