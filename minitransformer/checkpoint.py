@@ -172,11 +172,11 @@ def load_model(path, device: str = "cpu", dtype=None, which: str = "best"):
 
 def tokenizer_of(meta: dict, path="the checkpoint"):
     """The tokenizer a checkpoint recorded, or CheckpointError when it has none."""
-    from .data.tokenizer import CharTokenizer
+    from .data.tokenizer import tokenizer_from_dict
     if not meta.get("tokenizer"):
         raise CheckpointError(f"{path} records no tokenizer (its model, {meta.get('model', {}).get('kind')!r}, "
                               "was not trained on text)")
-    return CharTokenizer.from_dict(meta["tokenizer"])
+    return tokenizer_from_dict(meta["tokenizer"])
 
 
 # -- run directories ------------------------------------------------------------------------------

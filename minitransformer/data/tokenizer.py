@@ -43,3 +43,14 @@ class CharTokenizer:
         if d.get("type") != "char":
             raise ValueError(f"unknown tokenizer type {d.get('type')!r}: expected 'char'")
         return cls(list(d["chars"]))
+
+
+def tokenizer_from_dict(d: dict):
+    """The tokenizer that a `to_dict()` describes, chosen by its "type" ("char" or "wordpiece")."""
+    from .wordpiece import WordPieceTokenizer
+
+    kinds = {"char": CharTokenizer, "wordpiece": WordPieceTokenizer}
+    kind = d.get("type") if isinstance(d, dict) else None
+    if kind not in kinds:
+        raise ValueError(f"unknown tokenizer type {kind!r}: expected one of {sorted(kinds)}")
+    return kinds[kind].from_dict(d)
