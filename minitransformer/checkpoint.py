@@ -74,8 +74,8 @@ def checkpoint_file(path, which: str = "last") -> Path:
     if which not in ("last", "best"):
         raise ValueError(f"checkpoint: which must be 'last' or 'best', got {which!r}")
     path = Path(path)
-    if path.suffix == ".safetensors" or not path.is_dir():
-        return path if path.suffix == ".safetensors" else path / LAST
+    if path.suffix == ".safetensors":
+        return path
     if which == "best" and (path / BEST).is_file():
         return path / BEST
     return path / LAST

@@ -68,7 +68,6 @@ def _add_train(sub):
 
 
 def _run_train(args):
-    from . import backend
     from .generate import check_sampling, sample_texts
     from .presets import TEXT_FAMILIES, load_run_config, start_run
 
@@ -83,7 +82,6 @@ def _run_train(args):
     if family in TEXT_FAMILIES and train_cfg.num_samples:   # sampling settings checked before training
         check_sampling(train_cfg.sample_tokens, train_cfg.temperature, train_cfg.top_k or None, None,
                        num_samples=train_cfg.num_samples)
-    backend.check_device(args.device)                     # fail before reading any data
     preset = args.preset or "default"
     out = args.out or (f"runs/{preset}" if family == "gpt" else f"runs/{family}-{preset}")
     source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")

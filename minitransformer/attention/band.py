@@ -149,7 +149,7 @@ def _dense_rows_valid(rows, S, T, causal, key_valid, xp):
         ok = np.arange(S)[None, :] <= rows[:, None] + (S - T)
     ok = xp.asarray(ok)[None, None]                                          # (1,1,G',S)
     if key_valid is not None:
-        ok = ok & key_valid[:, None, None, :]                          # (B,1,G',S)
+        ok = ok & key_valid[:, None, None, :]                                 # (B,1,G',S)
     return ok
 
 
@@ -182,7 +182,7 @@ def sparse_forward(q, k, v, pattern: SparsePattern, causal: bool, key_valid=None
             xp.ones((T, len(cols)), bool)
         ok = ok & not_global                                                  # (T,G)
         if key_valid is not None:
-            ok = ok & key_valid[:, None, None, cols_x]                 # (B,1,T,G)
+            ok = ok & key_valid[:, None, None, cols_x]                        # (B,1,T,G)
         valids.append(ok if pattern.columns.valid is None else ok & pattern.columns.valid)
     sizes = np.cumsum([s.shape[-1] for s in scores])[:-1]
     valid = xp.concatenate([xp.broadcast_to(ok, s.shape) for ok, s in zip(valids, scores)], axis=-1)

@@ -205,7 +205,8 @@ def kernel_case(name, kernel, q, k, v, causal=False, key_valid=None):
     """A check_module case for an attention kernel, gradients for q, k, v (and its parameters)."""
     return check_module(
         name, kernel, [q, k, v],
-        run=lambda m, q_, k_, v_: m.forward(q_, k_, v_, causal=causal, key_padding_mask=None if key_valid is None else ~key_valid))
+        run=lambda m, q_, k_, v_: m.forward(q_, k_, v_, causal=causal,
+                                            key_padding_mask=None if key_valid is None else ~key_valid))
 
 
 def mha_case(name, device, attention, options=None, causal=False, pad=False, T=5, max_len=None):
@@ -220,7 +221,8 @@ def mha_case(name, device, attention, options=None, causal=False, pad=False, T=5
         kpm = backend.to_device(backend.host_rng(9).random((2, T)) > 0.3, device)
         kpm[:, 0] = True
     return check_module(f"{name}[causal={causal},pad={pad}]", mha, [x],
-                        run=lambda m, a: m.forward(a, causal=causal, key_padding_mask=None if kpm is None else ~kpm))
+                        run=lambda m, a: m.forward(a, causal=causal,
+                                                   key_padding_mask=None if kpm is None else ~kpm))
 
 
 @register("attention.MultiHeadAttention.linear")

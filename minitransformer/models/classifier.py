@@ -19,7 +19,7 @@ from ..config import require_int
 from ..gradcheck import check_module, register
 from ..nn.checks import check_targets, check_token_ids
 from ..nn.embedding import Embedding
-from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from ..nn.functional.cross_entropy import cross_entropy_forward
 from ..nn.linear import Linear
 from .model import IGNORE_INDEX, Model
 from .registry import register_model
@@ -71,13 +71,8 @@ class SequenceClassifier(Model):
         return logits, loss
 
     def backward(self, dlogits=None, dloss: float = 1.0):
-        if self.cache is None:
-            raise RuntimeError("SequenceClassifier.backward called without a forward pass that kept its cache")
-        shape, ce_cache = self.cache
-        if dlogits is None:
-            if ce_cache is None:
-                raise ValueError("SequenceClassifier.backward(): the forward had no labels; pass dlogits")
-            dlogits, _ = cross_entropy_backward(dloss, ce_cache)
+        shape, ce_cache = self.saved_cache()
+        dlogits = self.output_gradient(dlogits, dloss, ce_cache)   # dL/dlogits, (B, n_classes)
         xp = backend.get_array_module(dlogits)
         dh = xp.zeros(shape, dtype=dlogits.dtype)          # only [CLS] feeds the head
         dh[:, 0] = self.head.backward(dlogits)             # fwd: logits = head(h[:, 0])

@@ -23,7 +23,7 @@ from ..config import require_int
 from ..nn.checks import check_array, check_targets, check_token_ids
 from ..nn.dropout import Dropout
 from ..nn.embedding import Embedding
-from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from ..nn.functional.cross_entropy import cross_entropy_forward
 from ..nn.functional.linear import linear_backward, linear_forward
 from ..nn.layernorm import LayerNorm
 from ..nn.lowrank import LowRankLinear
@@ -154,13 +154,8 @@ class GPT(Model):
     def backward(self, dlogits=None, dloss: float = 1.0):
         """Backpropagate from the loss scaled by dloss (dlogits=None) or from a given dlogits;
         the forward in reverse. Gradients add into every Parameter.grad."""
-        if self.cache is None:
-            raise RuntimeError("GPT.backward called without a forward pass that kept its cache")
-        head_cache, ce_cache = self.cache
-        if dlogits is None:
-            if ce_cache is None:
-                raise ValueError("GPT.backward(): the forward had no targets; pass dlogits explicitly")
-            dlogits, _ = cross_entropy_backward(dloss, ce_cache)   # dL/dlogits, (B, T, V)
+        head_cache, ce_cache = self.saved_cache()
+        dlogits = self.output_gradient(dlogits, dloss, ce_cache)   # dL/dlogits, (B, T, V)
         # fwd: logits = x @ W_te^T  =>  dx = dlogits @ W_te,  dW_te += (x^T @ dlogits)^T
         dx, dwte_t, _ = linear_backward(dlogits, head_cache)
         self.wte.weight.grad += dwte_t.T

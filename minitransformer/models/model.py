@@ -18,6 +18,7 @@ Models know no training, checkpoints, tokenizers, configuration files or compres
 from __future__ import annotations
 
 from ..config import to_dict
+from ..nn.functional.cross_entropy import cross_entropy_backward
 from ..nn.loss import IGNORE_INDEX
 from ..nn.module import Module
 
@@ -34,4 +35,20 @@ class Model(Module):
     def describe(self) -> dict:
         """{"kind": registered name, "config": the config as a JSON-able dict}."""
         return {"kind": self.kind, "config": to_dict(self.config)}
+
+    def saved_cache(self):
+        """The cache of the last forward, or a clear error when there is none to backpropagate."""
+        if self.cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a forward pass that kept its cache")
+        return self.cache
+
+    def output_gradient(self, dlogits, dloss: float, ce_cache):
+        """The gradient backward starts from: the caller's `dlogits`, or else dloss times the
+        cross-entropy's own gradient softmax - onehot (which needs a forward with targets)."""
+        if dlogits is not None:
+            return dlogits
+        if ce_cache is None:
+            raise ValueError(f"{type(self).__name__}.backward(): the forward had no targets; pass dlogits explicitly")
+        dlogits, _ = cross_entropy_backward(dloss, ce_cache)
+        return dlogits
 # --8<-- [end:model_contract]

@@ -25,7 +25,7 @@ from ..config import require_int
 from ..gradcheck import check_module, register
 from ..nn.checks import check_targets, check_token_ids
 from ..nn.embedding import Embedding
-from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from ..nn.functional.cross_entropy import cross_entropy_forward
 from ..nn.functional.linear import linear_backward, linear_forward
 from ..positional import SinusoidalPositionalEncoding
 from .model import IGNORE_INDEX, Model
@@ -113,13 +113,8 @@ class Seq2SeqTransformer(Model):
     # --8<-- [start:seq2seq_backward]
     def backward(self, dlogits=None, dloss: float = 1.0):
         """The forward in reverse: head, decoder (giving d memory), encoder, embeddings."""
-        if self.cache is None:
-            raise RuntimeError("Seq2SeqTransformer.backward called without a forward pass that kept its cache")
-        head_cache, ce_cache = self.cache
-        if dlogits is None:
-            if ce_cache is None:
-                raise ValueError("Seq2SeqTransformer.backward(): the forward had no targets; pass dlogits")
-            dlogits, _ = cross_entropy_backward(dloss, ce_cache)
+        head_cache, ce_cache = self.saved_cache()
+        dlogits = self.output_gradient(dlogits, dloss, ce_cache)   # dL/dlogits, (B, T, V_t)
         # fwd: logits = h @ E_t^T  =>  dh = dlogits @ E_t,  dE_t += (h^T dlogits)^T
         dh, dwt, _ = linear_backward(dlogits, head_cache)
         self.tgt_embed.weight.grad += dwt.T
