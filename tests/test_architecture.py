@@ -23,6 +23,7 @@ LAYERS = [
     ("the training loop", ["train"]),
     ("generation", ["generate"]),
     ("compression", ["compress"]),
+    ("interop: Hugging Face and ONNX", ["interop"]),
     ("benchmarks", ["benchmarking"]),
     ("the edge: presets, config files, command line", ["presets", "cli", "__main__", "__init__"]),
 ]

@@ -46,10 +46,11 @@ class CharTokenizer:
 
 
 def tokenizer_from_dict(d: dict):
-    """The tokenizer that a `to_dict()` describes, chosen by its "type" ("char" or "wordpiece")."""
+    """The tokenizer that a `to_dict()` describes, chosen by its "type" ("char", "wordpiece" or "bpe")."""
+    from .bpe import GPT2BPETokenizer
     from .wordpiece import WordPieceTokenizer
 
-    kinds = {"char": CharTokenizer, "wordpiece": WordPieceTokenizer}
+    kinds = {"char": CharTokenizer, "wordpiece": WordPieceTokenizer, "bpe": GPT2BPETokenizer}
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in kinds:
         raise ValueError(f"unknown tokenizer type {kind!r}: expected one of {sorted(kinds)}")

@@ -51,6 +51,7 @@ class GPTConfig:
     attention_options: dict = field(default_factory=dict)  # options of that kernel (window, ...)
     low_rank: int | None = None     # K: factorise the chosen Linear layers as W ~ A B of rank K
     low_rank_targets: tuple = LOW_RANK_TARGETS  # which Linears of every block are factorised
+    norm_eps: float = 1e-5          # epsilon of every LayerNorm (GPT-2 folders set layer_norm_epsilon)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -63,6 +64,8 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
+        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
+            raise ValueError(f"GPTConfig.norm_eps must be a number > 0, got {self.norm_eps!r}")
         unknown = sorted(set(self.low_rank_targets) - set(LOW_RANK_TARGETS))
         if unknown:
             raise ValueError(f"GPTConfig.low_rank_targets: unknown layer(s) {unknown}; "
@@ -95,6 +98,9 @@ class GPT(Model):
             for _ in range(c.n_layer)
         ]
         self.ln_f = LayerNorm(c.d_model) if c.norm == "pre" else None
+        for module in self.modules():                      # the blocks build theirs with the default
+            if isinstance(module, LayerNorm):
+                module.eps = float(c.norm_eps)
         self._init_weights(rng, residual_std)
         if c.low_rank is not None:
             self._factorise(c.low_rank, c.low_rank_targets, rng)

@@ -1,0 +1,54 @@
+"""Import a local Hugging Face folder as a minitransformer model and checkpoint.
+
+One importer per Hugging Face ``model_type``, each a function ``folder -> (kind, config fields,
+state dict)`` registered in ``IMPORTERS``; GPT-2 is here, BERT's importer joins when the BERT model
+exists (its separate q/k/v joined into one qkv, its (out, in) Linear weights transposed). The
+checkpoint written is an ordinary one (``checkpoint.save_checkpoint``), holding the tokenizer read
+from the folder, so ``minitransformer generate`` uses it like any trained run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import save_checkpoint
+from ..models.registry import build_model
+from .hf_folder import HFFolder, read_hf_folder, read_hf_tokenizer
+from .hf_gpt2 import gpt_config_from_gpt2, gpt_state_from_gpt2
+
+
+# --8<-- [start:importers]
+def import_gpt2(folder: HFFolder) -> tuple[str, dict, dict]:
+    """GPT-2 (GPT2LMHeadModel or GPT2Model weights) -> the "gpt" family."""
+    config = gpt_config_from_gpt2(folder.config)
+    return "gpt", config, gpt_state_from_gpt2(folder.tensors, config["n_layer"])
+
+
+IMPORTERS = {"gpt2": import_gpt2}        # Hugging Face model_type -> importer
+
+
+def import_hf(path, device: str = "cpu"):
+    """(model, tokenizer or None) from a local Hugging Face folder; no network."""
+    folder = read_hf_folder(path)
+    model_type = folder.config.get("model_type")
+    if model_type not in IMPORTERS:
+        raise ValueError(f"{str(folder.path)!r}: model_type {model_type!r} cannot be imported; "
+                         f"supported: {sorted(IMPORTERS)}")
+    kind, config, state = IMPORTERS[model_type](folder)
+    model = build_model(kind, config)
+    model.load_state_dict(state)
+    tokenizer = read_hf_tokenizer(folder.path)
+    if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
+        raise ValueError(f"{str(folder.path)!r}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
+                         f"vocab_size is {model.config.vocab_size}")
+    return model.to(device), tokenizer
+# --8<-- [end:importers]
+
+
+def import_hf_checkpoint(path, out) -> Path:
+    """Import the folder at `path` and write it as a checkpoint in the run directory `out`
+    (its ``checkpoint.safetensors``); returns the file written."""
+    model, tokenizer = import_hf(path)
+    meta = {"model": model.describe(), "tokenizer": tokenizer.to_dict() if tokenizer else None,
+            "source": {"format": "huggingface", "model_type": read_hf_folder(path).config["model_type"],
+                       "folder": str(Path(path).resolve())}}
+    return save_checkpoint(out, model.state_dict(), meta)
