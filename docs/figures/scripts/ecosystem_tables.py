@@ -1,0 +1,105 @@
+"""Chapter 42 tables, read from the code and the committed GPT-2 fixture:
+
+1. hf_gpt2_layout: every tensor of one GPT-2 block (and the embeddings, final norm and head) as
+   Hugging Face stores it beside the tensor minitransformer loads it into, with both shapes.
+2. gpt2_tokenizer_steps: a sentence through GPT-2's tokenizer: chunks, bytes as symbols, BPE pieces.
+3. onnx_block_nodes: the ONNX nodes of one block of an exported GPT, with their output shapes
+   (onnx's shape inference), and onnx_op_counts: the operators of the float and int8 graphs.
+
+Needs onnx (the test extra installs it). Writes docs/figures/tables/{hf_gpt2_layout,
+gpt2_tokenizer_steps,onnx_block_nodes,onnx_op_counts}.md.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from _common import ROOT, write_table
+
+from minitransformer.compress.quantize import quantize_model
+from minitransformer.data.bpe import bpe_merge, bytes_to_unicode
+from minitransformer.data.gpt2_pretokenize import gpt2_pretokenize
+from minitransformer.interop.hf_folder import read_hf_folder
+from minitransformer.interop.hf_gpt2 import PREFIX, gpt2_names
+from minitransformer.interop.hf_import import import_hf
+from minitransformer.interop.onnx_graph import OPSET, gpt_to_onnx
+from minitransformer.models.gpt import GPT, GPTConfig
+
+FIXTURE = ROOT / "tests" / "fixtures" / "hf_gpt2_tiny"
+
+
+def shape(a) -> str:
+    return "(" + ", ".join(str(d) for d in a.shape) + ")"
+
+
+def layout_table(model, folder) -> None:
+    ours = model.state_dict()
+    theirs = {k[len(PREFIX):]: v for k, v in folder.tensors.items()}
+    rows = []
+    for mine, hf in gpt2_names(model.config.n_layer):
+        if mine.startswith("blocks.") and not mine.startswith("blocks.0."):
+            continue                                     # every block is laid out like block 0
+        rows.append([f"`{PREFIX}{hf}`", shape(theirs[hf]), f"`{mine}`", shape(ours[mine]), "copied"])
+    rows.append(["(`lm_head.weight`, tied to `wte.weight`)", shape(theirs["wte.weight"]),
+                 "(the head is `wte.weight.T`)", shape(ours["wte.weight"]), "not stored"])
+    c = model.config
+    write_table("hf_gpt2_layout", ["Hugging Face GPT-2", "shape", "minitransformer GPT", "shape", "mapping"], rows,
+                note=f"The tiny GPT-2 of `tests/fixtures/hf_gpt2_tiny` (C={c.d_model}, H={c.n_head}, "
+                     f"V={c.vocab_size}, T_max={c.block_size}); blocks 1..L-1 repeat block 0's names. "
+                     "Made by `docs/figures/scripts/ecosystem_tables.py` from `interop/hf_gpt2.py`'s name list.")
+
+
+def tokenizer_table(tok) -> None:
+    text = "It's 2019:  GPT-2 naïve"
+    table, rows = bytes_to_unicode(), []
+    for chunk in gpt2_pretokenize(text):
+        symbols = [table[b] for b in chunk.encode("utf-8")]
+        pieces = bpe_merge(symbols, tok.ranks)
+        rows.append([f"`{chunk!r}`", " ".join(f"`{s}`" for s in symbols), " ".join(f"`{p}`" for p in pieces),
+                     ", ".join(str(tok.stoi[p]) for p in pieces)])
+    write_table("gpt2_tokenizer_steps", ["chunk (pre-tokenised)", "bytes as symbols", "BPE pieces", "ids"], rows,
+                note=f"The text {text!r} through the fixture's 400-token byte-level BPE (144 merges). "
+                     "Made by `docs/figures/scripts/ecosystem_tables.py`.")
+
+
+def onnx_tables() -> None:
+    import onnx
+    model = GPT(GPTConfig(vocab_size=96, block_size=64, n_layer=2, n_head=4, d_model=128), seed=0).eval()
+    proto = onnx.shape_inference.infer_shapes(gpt_to_onnx(model))
+    shapes = {v.name: v.type.tensor_type.shape for v in list(proto.graph.value_info) + list(proto.graph.output)}
+
+    def dims(name):
+        if name not in shapes:
+            return "(initializer)"
+        # the inference names the length after a Slice "unk__N"; in this graph every such length is T
+        return "(" + ", ".join(("T" if d.dim_param.startswith("unk__") else d.dim_param) or str(d.dim_value)
+                               for d in shapes[name].dim) + ")"
+    rows = []
+    for node in proto.graph.node:
+        if node.output[0].startswith("blocks.0."):
+            inputs = ", ".join(f"`{i}`" for i in node.input)
+            rows.append([len(rows) + 1, node.op_type, inputs, f"`{node.output[0]}`", dims(node.output[0])])
+    write_table("onnx_block_nodes", ["#", "operator", "inputs", "output", "output shape"], rows,
+                note=f"Block 0 of a GPT (C=128, H=4, pre-LN, exact GELU) exported by `interop/onnx_graph.py`, "
+                     f"opset {OPSET}; shapes from `onnx.shape_inference` (B and T stay symbolic; the inference cannot "
+                     "tell that the lengths it derives from the input's shape all equal T, the table writes T). Names without a "
+                     "shape are initializers (weights and constants). Made by `docs/figures/scripts/ecosystem_tables.py`.")
+    float_ops = Counter(n.op_type for n in proto.graph.node)
+    quantize_model(model, "int8")
+    int8_ops = Counter(n.op_type for n in gpt_to_onnx(model).graph.node)
+    rows = [[f"`{op}`", float_ops.get(op, 0), int8_ops.get(op, 0)]
+            for op in sorted(set(float_ops) | set(int8_ops), key=lambda o: (-float_ops.get(o, 0), o))]
+    rows.append(["**all**", sum(float_ops.values()), sum(int8_ops.values())])
+    write_table("onnx_op_counts", ["operator", "float32 graph", "int8 QDQ graph"], rows,
+                note="The whole 2-block GPT of the table above, before onnxruntime's own fusions. "
+                     "Made by `docs/figures/scripts/ecosystem_tables.py`.")
+
+
+def main() -> None:
+    model, tok = import_hf(FIXTURE)
+    layout_table(model, read_hf_folder(FIXTURE))
+    tokenizer_table(tok)
+    onnx_tables()
+
+
+if __name__ == "__main__":
+    main()
