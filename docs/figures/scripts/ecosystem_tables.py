@@ -77,12 +77,14 @@ def onnx_tables() -> None:
     for node in proto.graph.node:
         if node.output[0].startswith("blocks.0."):
             inputs = ", ".join(f"`{i}`" for i in node.input)
-            rows.append([len(rows) + 1, node.op_type, inputs, f"`{node.output[0]}`", dims(node.output[0])])
+            outputs = ", ".join(f"`{o}`" for o in node.output)
+            rows.append([len(rows) + 1, node.op_type, inputs, outputs, dims(node.output[0])])
     write_table("onnx_block_nodes", ["#", "operator", "inputs", "output", "output shape"], rows,
                 note=f"Block 0 of a GPT (C=128, H=4, pre-LN, exact GELU) exported by `interop/onnx_graph.py`, "
                      f"opset {OPSET}; shapes from `onnx.shape_inference` (B and T stay symbolic; the inference cannot "
-                     "tell that the lengths it derives from the input's shape all equal T, the table writes T). Names without a "
-                     "shape are initializers (weights and constants). Made by `docs/figures/scripts/ecosystem_tables.py`.")
+                     "tell that the lengths it derives from the input's shape all equal T, the table writes T). Inputs that no "
+                     "node writes (`.weight`, `.bias`, `.scale`, `shape5`, ...) are initializers: tensors stored in "
+                     "the file. Made by `docs/figures/scripts/ecosystem_tables.py`.")
     float_ops = Counter(n.op_type for n in proto.graph.node)
     quantize_model(model, "int8")
     int8_ops = Counter(n.op_type for n in gpt_to_onnx(model).graph.node)
