@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     sizes = ["small"] if args.quick else list(SIZES)
     repeats = 2 if args.quick else args.repeats
+    load_before = os.getloadavg()[0]
     results = []
     for size in sizes:
         r = measure(size, args.batch, args.prompt, args.new_tokens, repeats, int(args.threads))
@@ -149,7 +150,8 @@ def main(argv=None) -> int:
                   f"error {row['max_logit_error']:.1e}  same tokens {row['same_tokens']}")
     import onnxruntime
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {THREADS} thread(s), "
-               f"NumPy {np.__version__}, onnxruntime {onnxruntime.__version__}")
+               f"NumPy {np.__version__}, onnxruntime {onnxruntime.__version__}; load average "
+               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "onnx_inference.json").write_text(json.dumps({"machine": machine, "repeats": repeats,

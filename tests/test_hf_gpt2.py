@@ -89,7 +89,10 @@ def _copy(tmp_path, edit_config=None, edit_tensors=None):
     (lambda c: c.update(activation_function="silu"), None, "activation_function='silu' is not supported"),
     (lambda c: c.update(scale_attn_by_inverse_layer_idx=True), None, "scale_attn_by_inverse_layer_idx"),
     (lambda c: c.update(n_layer=3), None, r"missing, e.g. \['h.2.ln_1.weight'"),
-    (lambda c: c.update(vocab_size=401), None, "401"),
+    (lambda c: c.update(vocab_size=401), None, r"shape"),                  # the table has 400 rows
+    (lambda c: c.update(vocab_size=399),
+     lambda t: t.update({"transformer.wte.weight": t["transformer.wte.weight"][:399].copy()}),
+     "the tokenizer has 400 tokens but the model's vocab_size is only 399"),
     (None, lambda t: t.pop("transformer.h.1.mlp.c_fc.bias"), r"missing, e.g. \['h.1.mlp.c_fc.bias'\]"),
     (None, lambda t: t.update({"transformer.h.0.attn.extra": np.zeros(3, np.float32)}), "unexpected tensor"),
     (None, lambda t: t.update({"lm_head.weight": np.ones((400, 32), np.float32)}), "untied head"),

@@ -28,7 +28,10 @@ IMPORTERS = {"gpt2": import_gpt2}        # Hugging Face model_type -> importer
 
 def import_hf(path, device: str = "cpu"):
     """(model, tokenizer or None) from a local Hugging Face folder; no network."""
-    folder = read_hf_folder(path)
+    return _import(read_hf_folder(path), device)
+
+
+def _import(folder: HFFolder, device: str = "cpu"):
     model_type = folder.config.get("model_type")
     if model_type not in IMPORTERS:
         raise ValueError(f"{str(folder.path)!r}: model_type {model_type!r} cannot be imported; "
@@ -37,9 +40,9 @@ def import_hf(path, device: str = "cpu"):
     model = build_model(kind, config)
     model.load_state_dict(state)
     tokenizer = read_hf_tokenizer(folder.path)
-    if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
+    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:   # a padded table is fine
         raise ValueError(f"{str(folder.path)!r}: the tokenizer has {tokenizer.vocab_size} tokens but the model's "
-                         f"vocab_size is {model.config.vocab_size}")
+                         f"vocab_size is only {model.config.vocab_size}")
     return model.to(device), tokenizer
 # --8<-- [end:importers]
 
@@ -47,8 +50,9 @@ def import_hf(path, device: str = "cpu"):
 def import_hf_checkpoint(path, out) -> Path:
     """Import the folder at `path` and write it as a checkpoint in the run directory `out`
     (its ``checkpoint.safetensors``); returns the file written."""
-    model, tokenizer = import_hf(path)
+    folder = read_hf_folder(path)
+    model, tokenizer = _import(folder)
     meta = {"model": model.describe(), "tokenizer": tokenizer.to_dict() if tokenizer else None,
-            "source": {"format": "huggingface", "model_type": read_hf_folder(path).config["model_type"],
-                       "folder": str(Path(path).resolve())}}
+            "source": {"format": "huggingface", "model_type": folder.config["model_type"],
+                       "folder": str(folder.path.resolve())}}
     return save_checkpoint(out, model.state_dict(), meta)

@@ -54,6 +54,11 @@ class GraphBuilder:
         self._used.add(name)
         return name
 
+    def graph_input(self, name: str) -> str:
+        """Reserve the name of a graph input (nodes read it, none writes it)."""
+        self._used.add(name)
+        return name
+
     def const(self, name: str, array) -> str:
         """A tensor stored in the file (a weight, a shape, a scale)."""
         name = self._fresh(name)
@@ -190,8 +195,7 @@ def gpt_to_onnx(model, name: str = "minitransformer-gpt"):
     check_exportable(model)
     c = model.config
     g = GraphBuilder()
-    ids = "input_ids"
-    g._used.add(ids)
+    ids = g.graph_input("input_ids")
     T = g.op("Shape", [ids], "T", start=1, end=2)                                 # (1,) the input's length
     zero = g.const("zeros1", np.array([0], np.int64))
     x = g.op("Gather", [g.const("wte.weight", _host(model.wte.weight.data)), ids], "tok_emb", axis=0)  # (B,T,C)
