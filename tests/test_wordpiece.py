@@ -151,8 +151,8 @@ def test_dispatcher():
     assert isinstance(tokenizer_from_dict(char.to_dict()), CharTokenizer)
     wp = WordPieceTokenizer.train(HUGS, 15)
     assert isinstance(tokenizer_from_dict(wp.to_dict()), WordPieceTokenizer)
-    with pytest.raises(ValueError, match=r"'bpe'.*\['char', 'wordpiece'\]"):
-        tokenizer_from_dict({"type": "bpe"})
+    with pytest.raises(ValueError, match=r"'unigram'.*\['bpe', 'char', 'wordpiece'\]"):
+        tokenizer_from_dict({"type": "unigram"})
 
 
 def test_checkpoint_round_trip(tmp_path, corpus, tok):
