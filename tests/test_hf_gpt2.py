@@ -155,3 +155,13 @@ def test_live_our_export_loads_in_transformers(tmp_path, activation):
     their_tok = transformers.GPT2Tokenizer.from_pretrained(str(tmp_path / "hf"))
     text = "It's 2024: café 東京  spaces"
     assert their_tok(text)["input_ids"] == tok.encode(text).tolist()
+
+
+def test_norm_eps_reaches_every_layernorm_and_is_checked():
+    from minitransformer.nn.layernorm import LayerNorm
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, d_model=8, norm_eps=1e-3))
+    eps = [m.eps for m in model.modules() if isinstance(m, LayerNorm)]
+    assert eps == [1e-3] * 5                                        # 2 per block + the final one
+    for bad in (0, -1e-5, float("nan"), float("inf"), True, "1e-5"):
+        with pytest.raises(ValueError, match="norm_eps must be a finite number > 0"):
+            GPTConfig(norm_eps=bad)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..attention.multi_head import MultiHeadAttention
+from ..blocks import FeedForward
 from ..data.bpe import GPT2BPETokenizer
+from ..nn.linear import Linear
 from .hf_folder import write_hf_folder
 from .hf_gpt2 import gpt2_config_from_gpt, gpt2_state_from_gpt
 
@@ -25,9 +28,6 @@ EXPORTERS = {"gpt": export_gpt}          # model kind -> exporter
 
 def check_plain(model) -> None:
     """Only the plain layers a Hugging Face model has: compressed layers are refused."""
-    from ..nn.linear import Linear
-    from ..blocks import FeedForward
-    from ..attention.multi_head import MultiHeadAttention
     for name, module in model.named_modules():
         if isinstance(module, (MultiHeadAttention, FeedForward)):
             for attr in ("qkv", "proj", "fc1", "fc2"):

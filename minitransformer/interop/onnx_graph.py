@@ -24,6 +24,11 @@ from __future__ import annotations
 import numpy as np  # I/O at the edge: the graph's initializers are host arrays
 
 from .. import backend
+from ..compress.quantize import QuantizedLinear
+from ..nn.activations import GELU, ReLU
+from ..nn.linear import Linear
+from ..nn.lowrank import LowRankLinear
+from ..nn.module import Parameter
 
 OPSET = 17
 EXACT_KERNELS = ("dense", "memory_efficient")   # both compute softmax(q k^T / sqrt(D)) v exactly
@@ -85,11 +90,6 @@ def _host(a) -> np.ndarray:
 def linear(g: GraphBuilder, x: str, layer, name: str) -> str:
     """y = x @ W + b for a Linear, an int8 QuantizedLinear (DequantizeLinear -> MatMul) or a
     LowRankLinear (x @ A @ B)."""
-    from ..compress.quantize import QuantizedLinear
-    from ..nn.linear import Linear
-    from ..nn.lowrank import LowRankLinear
-    from ..nn.module import Parameter
-
     if isinstance(layer, Linear):
         y = g.op("MatMul", [x, g.const(f"{name}.weight", _host(layer.weight.data))], f"{name}.matmul")
     elif isinstance(layer, QuantizedLinear) and layer.mode == "int8":
@@ -120,7 +120,6 @@ def layernorm(g: GraphBuilder, x: str, ln, name: str) -> str:
 
 def activation(g: GraphBuilder, x: str, act, name: str) -> str:
     """GELU (exact or tanh) written out, or Relu."""
-    from ..nn.activations import GELU, ReLU
     if isinstance(act, ReLU):
         return g.op("Relu", [x], name)
     if not isinstance(act, GELU):

@@ -64,8 +64,9 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
-        if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
-            raise ValueError(f"GPTConfig.norm_eps must be a number > 0, got {self.norm_eps!r}")
+        if (isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float))
+                or not 0 < self.norm_eps < math.inf):
+            raise ValueError(f"GPTConfig.norm_eps must be a finite number > 0, got {self.norm_eps!r}")
         unknown = sorted(set(self.low_rank_targets) - set(LOW_RANK_TARGETS))
         if unknown:
             raise ValueError(f"GPTConfig.low_rank_targets: unknown layer(s) {unknown}; "
