@@ -1,13 +1,14 @@
 """Chapter 42 tables, read from the code and the committed GPT-2 fixture:
 
 1. hf_gpt2_layout: every tensor of one GPT-2 block (and the embeddings, final norm and head) as
-   Hugging Face stores it beside the tensor minitransformer loads it into, with both shapes.
+   Hugging Face stores it beside the tensor minitransformer loads it into, with both shapes; and
+   hf_gpt2_parity: our logits (and onnxruntime's) against the ones transformers computed.
 2. gpt2_tokenizer_steps: a sentence through GPT-2's tokenizer: chunks, bytes as symbols, BPE pieces.
 3. onnx_block_nodes: the ONNX nodes of one block of an exported GPT, with their output shapes
    (onnx's shape inference), and onnx_op_counts: the operators of the float and int8 graphs.
 
 Needs onnx (the test extra installs it). Writes docs/figures/tables/{hf_gpt2_layout,
-gpt2_tokenizer_steps,onnx_block_nodes,onnx_op_counts}.md.
+hf_gpt2_parity,gpt2_tokenizer_steps,onnx_block_nodes,onnx_op_counts}.md.
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def tokenizer_table(tok) -> None:
         rows.append([f"`{chunk!r}`", " ".join(f"`{s}`" for s in symbols), " ".join(f"`{p}`" for p in pieces),
                      ", ".join(str(tok.stoi[p]) for p in pieces)])
     write_table("gpt2_tokenizer_steps", ["chunk (pre-tokenised)", "bytes as symbols", "BPE pieces", "ids"], rows,
-                note=f"The text {text!r} through the fixture's 400-token byte-level BPE (144 merges). "
+                note=f"The text {text!r} through the fixture's {tok.vocab_size}-token byte-level BPE "
+                     f"({len(tok.merges)} merges). "
                      "Made by `docs/figures/scripts/ecosystem_tables.py`.")
 
 
@@ -115,9 +117,39 @@ def optimised(proto):
         return onnx.load(options.optimized_model_filepath)
 
 
+def parity_table(model) -> None:
+    """How far our logits are from the ones transformers computed for the fixture, and how far they
+    would be with the LayerNorm epsilon ignored."""
+    import numpy as np
+    from minitransformer.interop.onnx_run import onnx_logits, onnx_session
+    from minitransformer.nn.layernorm import LayerNorm
+
+    expected = np.load(FIXTURE / "expected.npz")
+    ids, reference = expected["input_ids"], expected["logits"]
+
+    def diff(logits):
+        return f"{float(np.abs(logits - reference).max()):.1e}"
+    model.eval()
+    with model.no_grad():
+        ours = model.forward(ids)[0]
+    via_onnx = onnx_logits(onnx_session(gpt_to_onnx(model)), ids)
+    for layer in model.modules():
+        if isinstance(layer, LayerNorm):
+            layer.eps = 1e-5                             # GPT-2's usual value, not this folder's 1e-4
+    with model.no_grad():
+        wrong_eps = model.forward(ids)[0]
+    rows = [["minitransformer, imported", diff(ours)], ["onnxruntime, the import exported to ONNX", diff(via_onnx)],
+            ["minitransformer with the LayerNorm epsilon left at 1e-5 (the folder says 1e-4)", diff(wrong_eps)]]
+    write_table("hf_gpt2_parity", ["logits of the fixture's input", "max abs difference from transformers"], rows,
+                note=f"The fixture's input is {ids.shape[0]} sequences of {ids.shape[1]} tokens; its logits reach "
+                     f"{float(np.abs(reference).max()):.1f} in absolute value. Made by "
+                     "`docs/figures/scripts/ecosystem_tables.py`.")
+
+
 def main() -> None:
     model, tok = import_hf(FIXTURE)
     layout_table(model, read_hf_folder(FIXTURE))
+    parity_table(import_hf(FIXTURE)[0])
     tokenizer_table(tok)
     onnx_tables()
 
