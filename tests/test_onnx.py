@@ -115,3 +115,11 @@ def test_export_cli_writes_and_checks_the_file(tmp_path, capsys):
         assert (run / name).is_file() and "opset 17" in printed
         assert float(printed.rsplit("difference| ", 1)[1]) < 1e-5
     assert main(["export", "--checkpoint", str(run), "--format", "hf", "--quantize", "int8"]) == 2
+
+
+def test_export_cli_names_the_missing_packages(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    assert main(["export", "--checkpoint", str(tmp_path), "--format", "onnx"]) == 2
+    assert "needs onnxruntime: pip install 'minitransformer[onnx]'" in capsys.readouterr().err

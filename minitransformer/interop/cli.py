@@ -65,6 +65,8 @@ def run_export(args) -> int:
 
     if args.quantize and args.format != "onnx":
         raise ValueError("--quantize applies to --format onnx only")
+    if args.format == "onnx":
+        _require_onnx()
     model, meta = load_compressed(args.checkpoint, "cpu")
     tokenizer = None
     if meta.get("tokenizer"):
@@ -80,6 +82,14 @@ def run_export(args) -> int:
                   "holds the model only")
         return 0
     return _export_onnx(args, model)
+
+
+def _require_onnx() -> None:
+    """Before any model is loaded: onnx and onnxruntime are there, or the command says how to get them."""
+    import importlib.util
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(f"--format onnx needs {' and '.join(missing)}: pip install 'minitransformer[onnx]'")
 
 
 def _export_onnx(args, model) -> int:
