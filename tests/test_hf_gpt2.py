@@ -165,3 +165,19 @@ def test_norm_eps_reaches_every_layernorm_and_is_checked():
     for bad in (0, -1e-5, float("nan"), float("inf"), True, "1e-5"):
         with pytest.raises(ValueError, match="norm_eps must be a finite number > 0"):
             GPTConfig(norm_eps=bad)
+
+
+def test_fixture_parity_needs_neither_torch_nor_transformers():
+    """What CI runs without the hf extra: import and ONNX export with torch and transformers blocked."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules.update(torch=None, transformers=None, tokenizers=None)\n"
+            "import numpy as np\n"
+            "from minitransformer.interop.hf_import import import_hf\n"
+            f"model, tok = import_hf({str(FOLDER)!r})\n"
+            f"e = np.load({str(FOLDER / 'expected.npz')!r})\n"
+            "model.eval()\n"
+            "print(float(np.abs(model.forward(e['input_ids'])[0] - e['logits']).max()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert float(out.stdout) < 1e-5
