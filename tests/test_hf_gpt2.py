@@ -181,3 +181,18 @@ def test_fixture_parity_needs_neither_torch_nor_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert float(out.stdout) < 1e-5
+
+
+def test_merged_lora_adapters_export_unmerged_ones_are_refused(tmp_path):
+    from minitransformer.compress.lora import apply_lora, lora_layers, merge_lora
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, d_model=8), seed=1)
+    apply_lora(model, rank=2)
+    for layer in lora_layers(model):
+        layer.lora_b.data = np.full(layer.lora_b.shape, 0.1, np.float32)
+    with pytest.raises(ValueError, match="LoRALinear; only plain Linear .* --merge"):
+        export_hf(model, None, tmp_path / "x")
+    merge_lora(model)
+    export_hf(model, None, tmp_path / "x")
+    again, _ = import_hf(tmp_path / "x")
+    ids = np.arange(8)[None] % 11
+    np.testing.assert_allclose(logits_of(again, ids), logits_of(model, ids), rtol=0, atol=1e-6)

@@ -123,3 +123,17 @@ def test_export_cli_names_the_missing_packages(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
     assert main(["export", "--checkpoint", str(tmp_path), "--format", "onnx"]) == 2
     assert "needs onnxruntime: pip install 'minitransformer[onnx]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("merged", [False, True])
+def test_lora_adapters_are_folded_into_the_exported_weights(merged):
+    from minitransformer.compress.lora import apply_lora, lora_layers, merge_lora
+    model = random_gpt(seed=10)
+    apply_lora(model, rank=2)
+    rng = np.random.default_rng(11)
+    for layer in lora_layers(model):                                  # B starts at zero: make the update real
+        layer.lora_b.data = (rng.standard_normal(layer.lora_b.shape) * 0.3).astype(np.float32)
+    if merged:
+        merge_lora(model)
+    ids = rng.integers(0, 37, (2, 6))
+    np.testing.assert_allclose(onnx_logits(onnx_session(gpt_to_onnx(model)), ids), ours(model, ids), rtol=0, atol=1e-5)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..attention.multi_head import MultiHeadAttention
 from ..blocks import FeedForward
+from ..compress.lora import LoRALinear
 from ..data.bpe import GPT2BPETokenizer
 from ..nn.linear import Linear
 from .hf_folder import write_hf_folder
@@ -32,10 +33,12 @@ def check_plain(model) -> None:
         if isinstance(module, (MultiHeadAttention, FeedForward)):
             for attr in ("qkv", "proj", "fc1", "fc2"):
                 layer = getattr(module, attr, None)
+                if isinstance(layer, LoRALinear) and layer.merged:
+                    continue                       # its weight is W0 + s A B, a plain matrix
                 if layer is not None and not isinstance(layer, Linear):
                     raise ValueError(f"export to Hugging Face: layer {name}.{attr} is a {type(layer).__name__}; "
                                      "only plain Linear layers have a Hugging Face layout (export the model "
-                                     "before compressing it, or merge LoRA adapters)")
+                                     "before compressing it, or merge LoRA adapters: compress --method lora --merge)")
 
 
 def export_hf(model, tokenizer, out) -> list[Path]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np  # I/O at the edge: the graph's initializers are host arrays
 
 from .. import backend
+from ..compress.lora import LoRALinear
 from ..compress.quantize import QuantizedLinear
 from ..nn.activations import GELU, ReLU
 from ..nn.linear import Linear
@@ -88,10 +89,13 @@ def _host(a) -> np.ndarray:
 
 # --8<-- [start:onnx_linear]
 def linear(g: GraphBuilder, x: str, layer, name: str) -> str:
-    """y = x @ W + b for a Linear, an int8 QuantizedLinear (DequantizeLinear -> MatMul) or a
-    LowRankLinear (x @ A @ B)."""
+    """y = x @ W + b for a Linear, an int8 QuantizedLinear (DequantizeLinear -> MatMul), a
+    LowRankLinear (x @ A @ B) or a LoRALinear (its adapters folded in: W0 + s A B)."""
     if isinstance(layer, Linear):
         y = g.op("MatMul", [x, g.const(f"{name}.weight", _host(layer.weight.data))], f"{name}.matmul")
+    elif isinstance(layer, LoRALinear):
+        w = layer.weight.data if layer.merged else layer.weight.data + layer.delta()      # (C_in, C_out)
+        y = g.op("MatMul", [x, g.const(f"{name}.weight", _host(w))], f"{name}.matmul")
     elif isinstance(layer, QuantizedLinear) and layer.mode == "int8":
         q = g.const(f"{name}.qweight", np.asarray(backend.to_numpy(layer.qweight), np.int8))   # (C_in, C_out)
         scale = g.const(f"{name}.scale", _host(layer.scale))                                 # (C_out,)
@@ -104,7 +108,7 @@ def linear(g: GraphBuilder, x: str, layer, name: str) -> str:
     else:
         mode = f" (mode {layer.mode!r})" if isinstance(layer, QuantizedLinear) else ""
         raise ValueError(f"ONNX export: layer {name} is a {type(layer).__name__}{mode}; exportable are "
-                         "Linear, LowRankLinear and QuantizedLinear(mode='int8') (merge LoRA adapters first)")
+                         "Linear, LowRankLinear, LoRALinear and QuantizedLinear(mode='int8')")
     if layer.bias is None:
         return y
     bias = layer.bias.data if isinstance(layer.bias, Parameter) else layer.bias   # QuantizedLinear: a buffer
