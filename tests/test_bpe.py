@@ -12,7 +12,7 @@ from minitransformer.data.tokenizer import tokenizer_from_dict
 
 FOLDER = Path(__file__).parent / "fixtures" / "hf_gpt2_tiny"
 CASES = json.loads((FOLDER / "tokenizer_cases.json").read_text(encoding="utf-8"))
-EXTRA = ["x''s 'sa 'Sa ?!? ...  \t\n  a", "\u2028line\u2029para\x85next", "1 2  3   4", " ", "  ", "a ", "\t"]
+EXTRA = ["x''s 'sa 'Sa ?!? ...  \t\n  a", "a \x1cb \x1f\x1e c", "\u2028line\u2029para\x85next", "1 2  3   4", " ", "  ", "a ", "\t"]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_pretokenize_keeps_every_character_and_follows_the_pattern():
     assert gpt2_pretokenize("a  b") == ["a", " ", " b"]                      # \s+(?!\S) leaves the last space
     assert gpt2_pretokenize("it's 12ab") == ["it", "'s", " 12", "ab"]
     assert gpt2_pretokenize("a\t b") == ["a", "\t", " b"]
-    assert gpt2_pretokenize("x \x1c") == ["x", " \x1c"]                     # U+001C is not \s in `regex`
+    assert gpt2_pretokenize("a \x1cb") == ["a", " \x1c", "b"]               # U+001C is not \s in `regex`
 
 
 def test_bpe_merges_lowest_rank_first():
@@ -87,3 +87,15 @@ def test_live_against_transformers(tok):
         ids = ref(text)["input_ids"]
         assert tok.encode(text).tolist() == ids, text
         assert tok.decode(ids) == ref.decode(ids)
+
+
+def test_live_pretokenize_equals_the_regex_pattern():
+    """The hand-written scanner against GPT-2's own pattern run by the `regex` package (which knows
+    \\p{L}); it comes with transformers, and the test skips without it."""
+    regex = pytest.importorskip("regex")
+    pattern = regex.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
+    rng = __import__("random").Random(0)
+    alphabet = "ab Z9٣½ \t\n\u00a0\u3000\x1c'sdlmtrve?!.-東é🙂"
+    texts = [c["text"] for c in CASES] + EXTRA + ["".join(rng.choice(alphabet) for _ in range(40)) for _ in range(300)]
+    for text in texts:
+        assert gpt2_pretokenize(text) == pattern.findall(text), repr(text)
