@@ -70,6 +70,32 @@ def test_greedy_generation_through_onnxruntime_equals_ours_token_for_token():
                                   generate(model, prompt, 20, greedy=True, use_cache=False))
 
 
+@pytest.mark.parametrize("fields", [{}, {"norm": "post", "positional": "sinusoidal", "bias": False}])
+def test_kv_cache_graph_step_by_step_equals_our_cached_forward(fields):
+    model = random_gpt(seed=12, **fields)
+    session = onnx_session(gpt_to_onnx(model, kv_cache=True))
+    names = [i.name for i in session.get_inputs() if i.name.startswith("past_")]
+    assert names == [f"past_{p}.{i}" for i in range(2) for p in ("key", "value")]
+    ids = np.random.default_rng(13).integers(0, 37, (2, 12))
+    caches, feeds = model.make_kv_caches(2), {n: np.zeros((2, 2, 0, 8), np.float32) for n in names}
+    for start, stop in ((0, 5), (5, 6), (6, 12)):                        # a prompt, one token, the rest
+        logits, *presents = session.run(None, {"input_ids": ids[:, start:stop], **feeds})
+        with model.no_grad():
+            expected = model.forward(ids[:, start:stop], kv_caches=caches)[0]
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-5)
+        assert presents[0].shape == (2, 2, stop, 8)
+        np.testing.assert_allclose(presents[0], caches[0].keys, rtol=0, atol=1e-5)
+        feeds = dict(zip(names, presents))
+
+
+def test_greedy_generation_with_the_graphs_kv_cache_equals_ours_past_the_context():
+    model = random_gpt(seed=14)
+    quantize_model(model, "int8")                                          # the cache works for QDQ too
+    session = onnx_session(gpt_to_onnx(model, kv_cache=True))
+    prompt = np.random.default_rng(15).integers(0, 37, (3, 4))
+    np.testing.assert_array_equal(greedy_generate(session, prompt, 30, 12), generate(model, prompt, 30, greedy=True))
+
+
 def test_int8_qdq_export_equals_our_int8_model_and_is_smaller():
     model = random_gpt(seed=5, d_model=32, n_head=4, vocab_size=11)
     float_bytes = len(gpt_to_onnx(model).SerializeToString())
@@ -109,7 +135,8 @@ def test_what_cannot_be_exported_is_refused():
 def test_export_cli_writes_and_checks_the_file(tmp_path, capsys):
     run = tmp_path / "gpt2"
     assert main(["import-hf", str(FOLDER), "--out", str(run)]) == 0
-    for extra, name in (([], "model.onnx"), (["--quantize", "int8"], "model-int8.onnx")):
+    for extra, name in (([], "model.onnx"), (["--quantize", "int8"], "model-int8.onnx"),
+                        (["--quantize", "int8", "--kv-cache"], "model-int8-kv.onnx")):
         assert main(["export", "--checkpoint", str(run), "--format", "onnx", *extra]) == 0
         printed = capsys.readouterr().out
         assert (run / name).is_file() and "opset 17" in printed

@@ -6,6 +6,7 @@ folders and ONNX files out.
     minitransformer export --checkpoint runs/default --format hf              # -> runs/default/hf/
     minitransformer export --checkpoint runs/default --format onnx            # -> runs/default/model.onnx
     minitransformer export --checkpoint runs/default --format onnx --quantize int8
+    minitransformer export --checkpoint runs/default --format onnx --kv-cache     # for token-by-token decoding
 
 Nothing is downloaded: the folder must hold config.json and model.safetensors (and vocab.json +
 merges.txt for GPT-2's tokenizer). An ONNX export is checked at once: onnxruntime runs it on a
@@ -36,9 +37,11 @@ def add_parser(subparsers) -> None:
                    help="run directory (its best checkpoint) or .safetensors file")
     p.add_argument("--format", required=True, choices=list(FORMATS), help="what to write")
     p.add_argument("--out", metavar="PATH", help="output folder (hf; default CHECKPOINT/hf) or file "
-                   "(onnx; default CHECKPOINT/model.onnx, or model-int8.onnx)")
+                   "(onnx; default CHECKPOINT/model.onnx, model-int8.onnx, model-kv.onnx, model-int8-kv.onnx)")
     p.add_argument("--quantize", choices=["int8"], help="onnx: int8 per-channel weights stored with "
                    "DequantizeLinear (QDQ), from compress.quantize")
+    p.add_argument("--kv-cache", action="store_true", help="onnx: the graph also takes and returns each "
+                   "block's keys and values (past_key.i, present_key.i, ...) for one-token decoding steps")
     p.set_defaults(func=run_export)
 
 
@@ -63,8 +66,8 @@ def _run_dir(checkpoint: str) -> Path:
 def run_export(args) -> int:
     from ..compress.io import load_compressed
 
-    if args.quantize and args.format != "onnx":
-        raise ValueError("--quantize applies to --format onnx only")
+    if (args.quantize or args.kv_cache) and args.format != "onnx":
+        raise ValueError("--quantize and --kv-cache apply to --format onnx only")
     if args.format == "onnx":
         _require_onnx()
     model, meta = load_compressed(args.checkpoint, "cpu")
@@ -102,10 +105,10 @@ def _export_onnx(args, model) -> int:
     if args.quantize:
         from ..compress.quantize import quantize_model
         quantize_model(model, "int8")
-    name = "model-int8.onnx" if args.quantize else "model.onnx"
+    name = "model" + ("-int8" if args.quantize else "") + ("-kv" if args.kv_cache else "") + ".onnx"
     out = Path(args.out) if args.out else _run_dir(args.checkpoint) / name
     model.eval()
-    proto = gpt_to_onnx(model)
+    proto = gpt_to_onnx(model, kv_cache=args.kv_cache)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(proto.SerializeToString())
     probe = np.random.default_rng(0).integers(0, model.config.vocab_size, (1, min(8, model.config.block_size)))

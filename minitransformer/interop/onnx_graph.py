@@ -143,8 +143,10 @@ def activation(g: GraphBuilder, x: str, act, name: str) -> str:
 
 
 # --8<-- [start:onnx_attention]
-def attention(g: GraphBuilder, x: str, mha, mask: str, name: str) -> str:
-    """Causal multi-head self-attention, as MultiHeadAttention.forward with the dense kernel."""
+def attention(g: GraphBuilder, x: str, mha, mask: str, name: str, past: tuple | None = None) -> str:
+    """Causal multi-head self-attention, as MultiHeadAttention.forward with the dense kernel.
+    past: names of the cached (B,H,P,D) keys and values; the new ones are appended, and the results
+    are named `{name}.present_key` / `{name}.present_value` (the next step's past)."""
     C, H, D = mha.d_model, mha.n_head, mha.head_dim
     qkv = linear(g, x, mha.qkv, f"{name}.qkv")                                     # (B,T,3C)
     qkv = g.op("Reshape", [qkv, g.const(f"{name}.shape5", np.array([0, 0, 3, H, D], np.int64))],
@@ -153,12 +155,15 @@ def attention(g: GraphBuilder, x: str, mha, mask: str, name: str) -> str:
     q, k, v = g.op_multi("Split", [qkv], [f"{name}.q", f"{name}.k", f"{name}.v"], axis=0)
     q, k, v = (g.op("Squeeze", [t, g.const(f"{name}.axis0", np.array([0], np.int64))], f"{t}.sq")
                for t in (q, k, v))                                                # (1,B,H,T,D) -> (B,H,T,D)
-    kt = g.op("Transpose", [k], f"{name}.kT", perm=[0, 1, 3, 2])                   # (B,H,D,T)
-    scores = g.op("MatMul", [q, kt], f"{name}.scores")                             # (B,H,T,D) @ (B,H,D,T) -> (B,H,T,T)
+    if past is not None:                                                           # the KV cache
+        k = g.op("Concat", [past[0], k], f"{name}.present_key", axis=2)              # (B,H,P,D) + (B,H,T,D) -> (B,H,P+T,D)
+        v = g.op("Concat", [past[1], v], f"{name}.present_value", axis=2)
+    kt = g.op("Transpose", [k], f"{name}.kT", perm=[0, 1, 3, 2])                   # (B,H,D,S), S = P+T
+    scores = g.op("MatMul", [q, kt], f"{name}.scores")                             # (B,H,T,D) @ (B,H,D,S) -> (B,H,T,S)
     scores = g.op("Mul", [scores, g.const(f"{name}.scale", np.float32(D ** -0.5))], f"{name}.scaled")
     scores = g.op("Add", [scores, mask], f"{name}.masked")                         # + 0 / -inf above the diagonal
     p = g.op("Softmax", [scores], f"{name}.probs", axis=-1)
-    y = g.op("MatMul", [p, v], f"{name}.context")                                  # (B,H,T,T) @ (B,H,T,D) -> (B,H,T,D)
+    y = g.op("MatMul", [p, v], f"{name}.context")                                  # (B,H,T,S) @ (B,H,S,D) -> (B,H,T,D)
     y = g.op("Transpose", [y], f"{name}.merge", perm=[0, 2, 1, 3])                 # -> (B,T,H,D)
     y = g.op("Reshape", [y, g.const(f"{name}.shape3", np.array([0, 0, C], np.int64))], f"{name}.y")  # -> (B,T,C)
     return linear(g, y, mha.proj, f"{name}.proj")
@@ -166,16 +171,16 @@ def attention(g: GraphBuilder, x: str, mha, mask: str, name: str) -> str:
 
 
 # --8<-- [start:onnx_block]
-def block(g: GraphBuilder, x: str, blk, mask: str, name: str) -> str:
+def block(g: GraphBuilder, x: str, blk, mask: str, name: str, past: tuple | None = None) -> str:
     """EncoderBlock.forward(x, causal=True): pre-LN x + f(LN(x)) or post-LN LN(x + f(x))."""
     def ffn(h):
         f = activation(g, linear(g, h, blk.ffn.fc1, f"{name}.ffn.fc1"), blk.ffn.act, f"{name}.ffn.act")
         return linear(g, f, blk.ffn.fc2, f"{name}.ffn.fc2")
     if blk.norm == "pre":
-        h = g.op("Add", [x, attention(g, layernorm(g, x, blk.ln1, f"{name}.ln1"), blk.attn, mask, f"{name}.attn")],
+        h = g.op("Add", [x, attention(g, layernorm(g, x, blk.ln1, f"{name}.ln1"), blk.attn, mask, f"{name}.attn", past)],
                  f"{name}.x1")                                                     # x1 = x + attn(LN(x))
         return g.op("Add", [h, ffn(layernorm(g, h, blk.ln2, f"{name}.ln2"))], f"{name}.out")  # x1 + ffn(LN(x1))
-    h = layernorm(g, g.op("Add", [x, attention(g, x, blk.attn, mask, f"{name}.attn")], f"{name}.res1"),
+    h = layernorm(g, g.op("Add", [x, attention(g, x, blk.attn, mask, f"{name}.attn", past)], f"{name}.res1"),
                   blk.ln1, f"{name}.x1")                                           # x1 = LN(x + attn(x))
     return layernorm(g, g.op("Add", [h, ffn(h)], f"{name}.res2"), blk.ln2, f"{name}.out")
 # --8<-- [end:onnx_block]
@@ -192,34 +197,51 @@ def check_exportable(model) -> None:
 
 
 # --8<-- [start:onnx_gpt]
-def gpt_to_onnx(model, name: str = "minitransformer-gpt"):
-    """The onnx.ModelProto of a GPT: input_ids (B, T) int64 -> logits (B, T, V) float32."""
+def gpt_to_onnx(model, name: str = "minitransformer-gpt", kv_cache: bool = False):
+    """The onnx.ModelProto of a GPT: input_ids (B, T) int64 -> logits (B, T, V) float32.
+
+    kv_cache: also take each block's cached keys and values, past_key.i / past_value.i (B,H,P,D)
+    (P = 0 at the start), and return them extended, present_key.i / present_value.i (B,H,P+T,D);
+    the new tokens then sit at positions P..P+T-1, which must stay below block_size.
+    """
     onnx, helper, _ = _onnx()
     check_exportable(model)
     c = model.config
+    H, D = c.n_head, c.d_model // c.n_head
     g = GraphBuilder()
     ids = g.graph_input("input_ids")
+    pasts = [(g.graph_input(f"past_key.{i}"), g.graph_input(f"past_value.{i}")) for i in range(c.n_layer)] \
+        if kv_cache else [None] * c.n_layer
     T = g.op("Shape", [ids], "T", start=1, end=2)                                 # (1,) the input's length
-    zero = g.const("zeros1", np.array([0], np.int64))
+    P = (g.op("Shape", [pasts[0][0]], "P", start=2, end=3) if kv_cache            # (1,) the cached length
+         else g.const("zeros1", np.array([0], np.int64)))
+    end = g.op("Add", [P, T], "P_plus_T")                                          # (1,)
+    axis0 = g.const("axis0", np.array([0], np.int64))
     x = g.op("Gather", [g.const("wte.weight", _host(model.wte.weight.data)), ids], "tok_emb", axis=0)  # (B,T,C)
     table = (model.wpe.weight.data if hasattr(model.wpe, "weight") else model.wpe.pe)                  # (T_max, C)
-    pos = g.op("Slice", [g.const("wpe.table", _host(table)), zero, T, zero], "pos_emb")                  # (T, C)
+    pos = g.op("Slice", [g.const("wpe.table", _host(table)), P, end, axis0], "pos_emb")                 # (T, C): P..P+T-1
     x = g.op("Add", [x, pos], "embed")                                             # (B,T,C) + (T,C)
     causal = np.triu(np.full((c.block_size, c.block_size), -np.inf, np.float32), k=1)
-    TT = g.op("Concat", [T, T], "TT", axis=0)
-    mask = g.op("Slice", [g.const("causal_mask.table", causal), g.const("zeros2", np.array([0, 0], np.int64)), TT],
-                "causal_mask")                                                     # (T_max,T_max) -> (T,T)
+    starts = g.op("Concat", [P, g.const("zero1", np.array([0], np.int64))], "mask_starts", axis=0)   # [P, 0]
+    ends = g.op("Concat", [end, end], "mask_ends", axis=0)                                            # [P+T, P+T]
+    mask = g.op("Slice", [g.const("causal_mask.table", causal), starts, ends], "causal_mask")       # (T, P+T)
     for i, blk in enumerate(model.blocks):
-        x = block(g, x, blk, mask, f"blocks.{i}")
+        x = block(g, x, blk, mask, f"blocks.{i}", pasts[i])
     if model.ln_f is not None:
         x = layernorm(g, x, model.ln_f, "ln_f")
     head = g.op("Transpose", ["wte.weight"], "wte.T", perm=[1, 0])                # tied head: W_te^T (C, V)
     g.op("MatMul", [x, head], "logits")                                            # (B,T,C) @ (C,V) -> (B,T,V)
-    graph = helper.make_graph(
-        g.nodes, name,
-        [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["B", "T"])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["B", "T", c.vocab_size])],
-        initializer=g.initializers)
+    inputs = [helper.make_tensor_value_info(ids, onnx.TensorProto.INT64, ["B", "T"])]
+    outputs = [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["B", "T", c.vocab_size])]
+    if kv_cache:
+        for i in range(c.n_layer):
+            for part in ("key", "value"):
+                inputs.append(helper.make_tensor_value_info(f"past_{part}.{i}", onnx.TensorProto.FLOAT, ["B", H, "P", D]))
+                g.nodes.append(helper.make_node("Identity", [f"blocks.{i}.attn.present_{part}"],
+                                                [f"present_{part}.{i}"], name=f"present_{part}.{i}"))
+                outputs.append(helper.make_tensor_value_info(f"present_{part}.{i}", onnx.TensorProto.FLOAT,
+                                                             ["B", H, "P+T", D]))
+    graph = helper.make_graph(g.nodes, name, inputs, outputs, initializer=g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="minitransformer")
     proto.ir_version = 8                                   # what opset 17 needs; older runtimes read it
