@@ -4,8 +4,9 @@ onnxruntime, in float32 and with int8 QDQ weights, on the CPU.
 For each model size (random weights: speed does not depend on their values) it measures
 * the file size of the float and the int8 ONNX export (and of our float checkpoint's weights),
 * a forward pass over a full batch ("prefill": B sequences of the whole context),
-* greedy decoding of new tokens for one sequence: ours with its KV cache, onnxruntime's graph
-  (no cache) recomputing the context at every step,
+* greedy decoding of new tokens for one sequence, two ways: with a KV cache (ours, and the graph
+  exported with `kv_cache=True`) and recomputing the whole context at every step (ours with
+  use_cache=False, and the plain graph),
 * the largest logit difference of each runtime from NumPy float32.
 Runtimes: NumPy float32 (the baseline of every ratio), NumPy int8 (our QuantizedLinear, dequantised
 matmul), onnxruntime float32, onnxruntime int8 at accuracy level 1 (dequantised weights, float32
@@ -64,14 +65,19 @@ def measure(size: str, batch: int, prompt_len: int, new_tokens: int, repeats: in
     model = GPT(cfg, seed=0).eval()
     int8_model = GPT(cfg, seed=0).eval()
     quantize_model(int8_model, "int8")
+    sizes, sessions, cached = {}, {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {"float": Path(tmp) / "model.onnx", "int8": Path(tmp) / "model-int8.onnx"}
-        paths["float"].write_bytes(gpt_to_onnx(model).SerializeToString())
-        paths["int8"].write_bytes(gpt_to_onnx(int8_model).SerializeToString())
-        sizes = {k: p.stat().st_size for k, p in paths.items()}
-        sessions = {"onnx float32": onnx_session(paths["float"], threads),
-                    "onnx int8 (level 1)": onnx_session(paths["int8"], threads),
-                    "onnx int8 (level 4)": onnx_session(paths["int8"], threads, int8_activations=True)}
+        for kind, m in (("float", model), ("int8", int8_model)):
+            for kv in (False, True):
+                path = Path(tmp) / f"{kind}-{kv}.onnx"
+                path.write_bytes(gpt_to_onnx(m, kv_cache=kv).SerializeToString())
+                sizes.setdefault(kind, path.stat().st_size)
+                target = cached if kv else sessions
+                if kind == "float":
+                    target["onnx float32"] = onnx_session(path, threads)
+                else:
+                    target["onnx int8 (level 1)"] = onnx_session(path, threads)
+                    target["onnx int8 (level 4)"] = onnx_session(path, threads, int8_activations=True)
     weights_bytes = sum(a.nbytes for a in model.state_dict().values())
 
     rng = np.random.default_rng(0)
@@ -86,28 +92,38 @@ def measure(size: str, batch: int, prompt_len: int, new_tokens: int, repeats: in
     decode = {"numpy float32": lambda: generate(model, prompt, new_tokens, greedy=True),
               "numpy int8": lambda: generate(int8_model, prompt, new_tokens, greedy=True)}
     decode.update({k: (lambda s=s: greedy_generate(s, prompt, new_tokens, cfg.block_size))
-                   for k, s in sessions.items()})
+                   for k, s in cached.items()})
+    recompute = {"numpy float32": lambda: generate(model, prompt, new_tokens, greedy=True, use_cache=False),
+                 "numpy int8": lambda: generate(int8_model, prompt, new_tokens, greedy=True, use_cache=False)}
+    recompute.update({k: (lambda s=s: greedy_generate(s, prompt, new_tokens, cfg.block_size))
+                      for k, s in sessions.items()})
 
     reference = numpy_forward(model)
     errors = {k: float(np.abs(f() - reference).max()) for k, f in forward.items()}
-    tokens_equal = {k: bool(np.array_equal(f(), decode["numpy float32"]())) for k, f in decode.items()}
+    reference_tokens = decode["numpy float32"]()
+    tokens_equal = {k: bool(np.array_equal(decode[k](), reference_tokens)
+                            and np.array_equal(recompute[k](), reference_tokens)) for k in decode}
     t_fwd = best_times(forward, repeats)
     t_dec = best_times(decode, repeats)
+    t_rec = best_times(recompute, repeats)
     return {"size": size, "config": SIZES[size], "parameters": model.num_parameters(),
             "batch": batch, "prompt": prompt_len, "new_tokens": new_tokens,
             "onnx_bytes": sizes, "checkpoint_weight_bytes": weights_bytes,
             "rows": [{"runtime": k, "forward_ms": 1e3 * t_fwd[k], "forward_speedup": t_fwd["numpy float32"] / t_fwd[k],
                       "decode_ms_per_token": 1e3 * t_dec[k] / new_tokens,
                       "decode_speedup": t_dec["numpy float32"] / t_dec[k],
+                      "recompute_ms_per_token": 1e3 * t_rec[k] / new_tokens,
+                      "recompute_speedup": t_rec["numpy float32"] / t_rec[k],
                       "max_logit_error": errors[k], "same_tokens": tokens_equal[k]} for k in RUNTIMES]}
 
 
 def markdown(results: list[dict], machine: str, repeats: int) -> str:
     lines = [f"Measured by `benchmarks/onnx_inference.py` on the CPU ({machine}), float32, best of {repeats} "
              "(all runtimes alternate), on a machine shared with other jobs: read the ratios, not the "
-             "milliseconds. Speed-up = NumPy float32 time / runtime time, in the same run. Forward: a batch of "
-             "B sequences of the whole context. Decoding: greedy new tokens for one sequence, ours with the "
-             "KV cache, onnxruntime recomputing the context each step (the graph has no cache). Logit error: "
+             "milliseconds. Speed-up = NumPy float32 time / runtime time, in the same run and the same mode. "
+             "Forward: a batch of B sequences of the whole context. Decoding: greedy new tokens for one "
+             "sequence, with a KV cache (ours; the graph exported with `--kv-cache`) or recomputing the "
+             "context at every step (ours with `use_cache=False`; the plain graph). Logit error: "
              f"max |logits - NumPy float32 logits| on the forward batch. ONNX opset {OPSET}.", ""]
     for r in results:
         c = r["config"]
@@ -117,11 +133,13 @@ def markdown(results: list[dict], machine: str, repeats: int) -> str:
                   f"{r['onnx_bytes']['float'] / 1e6:.2f} MB, int8 ONNX {r['onnx_bytes']['int8'] / 1e6:.2f} MB "
                   f"({r['onnx_bytes']['int8'] / r['onnx_bytes']['float']:.2f}x); our float32 weights "
                   f"{r['checkpoint_weight_bytes'] / 1e6:.2f} MB.", "",
-                  "| runtime | forward (ms) | forward speed-up | decoding (ms/token) | decoding speed-up | max logit error | same greedy tokens |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  "| runtime | forward (ms) | speed-up | decoding, KV cache (ms/token) | speed-up | "
+                  "decoding, recomputed (ms/token) | speed-up | max logit error | same greedy tokens |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for row in r["rows"]:
             lines.append(f"| {row['runtime']} | {row['forward_ms']:.2f} | {row['forward_speedup']:.2f} | "
                          f"{row['decode_ms_per_token']:.2f} | {row['decode_speedup']:.2f} | "
+                         f"{row['recompute_ms_per_token']:.2f} | {row['recompute_speedup']:.2f} | "
                          f"{row['max_logit_error']:.1e} | {'yes' if row['same_tokens'] else 'no'} |")
         lines.append("")
     return "\n".join(lines)
@@ -147,6 +165,7 @@ def main(argv=None) -> int:
         for row in r["rows"]:
             print(f"{size:7s} {row['runtime']:20s} forward {row['forward_ms']:8.2f} ms ({row['forward_speedup']:5.2f}x)  "
                   f"decode {row['decode_ms_per_token']:7.2f} ms/token ({row['decode_speedup']:5.2f}x)  "
+                  f"recomputed {row['recompute_ms_per_token']:7.2f} ms/token ({row['recompute_speedup']:5.2f}x)  "
                   f"error {row['max_logit_error']:.1e}  same tokens {row['same_tokens']}")
     import onnxruntime
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {THREADS} thread(s), "

@@ -5,10 +5,12 @@ An ONNX file is a data-flow graph: named tensors (the weights, stored as *initia
 onnxruntime loads it, fuses and reorders what it can, and runs it; no Python is involved.
 
 The graph here takes ``input_ids`` (B, T) int64 with B and T free and returns ``logits`` (B, T, V)
-float32: the GPT's forward without a KV cache, one node per line of `GPT.forward`,
-`EncoderBlock.forward`, `MultiHeadAttention.forward` (dense attention) and `FeedForward.forward`.
-Dropout is absent (inference). The causal mask is a constant (T_max, T_max) table of 0 and
-$-\infty$ above the diagonal, sliced to (T, T) by the runtime from the input's shape.
+float32: the GPT's forward, one node per line of `GPT.forward`, `EncoderBlock.forward`,
+`MultiHeadAttention.forward` (dense attention) and `FeedForward.forward`. Dropout is absent
+(inference). The causal mask is a constant (T_max, T_max) table of 0 and $-\infty$ above the
+diagonal, sliced by the runtime from the input's shape. With ``kv_cache=True`` the graph also takes
+every block's cached keys and values and returns them extended (a `KVCache` as inputs and outputs),
+so that decoding runs one token per step.
 
 Opset 17 is the first with ``LayerNormalization``; GELU is written out from ``Erf`` or ``Tanh`` (its
 own operator arrives in opset 20), so any runtime of the last years runs the file.
