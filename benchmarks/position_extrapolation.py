@@ -104,7 +104,6 @@ def plot(result, path: Path):
     ax.text(TRAIN_T + 2, ax.get_ylim()[1] * 0.97, "training length", va="top", fontsize=8)
     ax.set(xlabel="position in the window", ylabel="cross-entropy (nats), mean of 8 positions",
            title=f"trained at {TRAIN_T}, evaluated at {max(EVAL_T)}")
-    ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -136,14 +136,16 @@ def gradients(T: int):
 def write_tables(result, out: Path):
     t = result["time"]
     lines = [f"One training step (forward + backward, no optimizer), batch 8, width C = {C}, float32, "
-             f"1 BLAS thread, best of {t['rounds']} interleaved rounds on a 2-core CPU shared with other "
-             f"jobs. LSTM: 1 layer ({t['parameters']['lstm']:,} parameters); attention: a 1-block GPT, "
+             f"1 BLAS thread; CPU time of the process (not wall time), best of {t['rounds']} interleaved "
+             "rounds, on a 2-core CPU shared with other jobs. "
+             f"LSTM: 1 layer ({t['parameters']['lstm']:,} parameters); attention: a 1-block GPT, "
              f"H = 4 ({t['parameters']['attention']:,} parameters).", "",
-             "| T | LSTM ms | attention ms | LSTM / attention | sequential steps (LSTM / attention) |",
-             "| ---: | ---: | ---: | ---: | ---: |"]
+             "| T | LSTM ms | attention ms | LSTM / attention | LSTM ms per time step | "
+             "sequential steps (LSTM / attention) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in t["rows"]:
         lines.append(f"| {r['T']} | {r['lstm_ms']:.1f} | {r['attention_ms']:.1f} | "
-                     f"{r['lstm_over_attention']:.2f}x | {r['T']} / 1 |")
+                     f"{r['lstm_over_attention']:.2f}x | {r['lstm_ms'] / r['T']:.3f} | {r['T']} / 1 |")
     (out / "why_attention_steps.md").write_text("\n".join(lines) + "\n")
 
     acc = result["accuracy"]
@@ -188,19 +190,21 @@ def plot(result, path: Path):
     T = [r["T"] for r in rows]
     axes[0].loglog(T, [r["lstm_ms"] for r in rows], "o-", label="LSTM (T sequential steps)")
     axes[0].loglog(T, [r["attention_ms"] for r in rows], "s-", label="attention (1 block)")
-    axes[0].set(xlabel="sequence length T", ylabel="ms per training step", title="step time (batch 8, CPU)")
+    axes[0].set(xlabel="sequence length T", ylabel="CPU ms per training step", title="step time (batch 8, 1 thread)")
+    axes[0].set_xticks(T, [str(t) for t in T])
+    axes[0].minorticks_off()
     axes[0].legend()
     acc = result["accuracy"]
     x = np.arange(len(acc))
     for i, (name, key) in enumerate((("memoryless", "memoryless"), ("LSTM", "lstm"), ("attention", "attention"))):
         axes[1].bar(x + (i - 1) * 0.27, [r[key] for r in acc], 0.27, label=name)
     axes[1].set_xticks(x, [r["task"].split(" (")[0].replace(", ", "\n") for r in acc], fontsize=8)
-    axes[1].set(ylabel="held-out accuracy", ylim=(0, 1.05), title=f"memory tasks ({result['steps']} steps)")
-    axes[1].legend(fontsize=8)
+    axes[1].set(ylabel="held-out accuracy", ylim=(0, 1.25), title=f"memory tasks ({result['steps']} steps)")
+    axes[1].legend(fontsize=8, ncol=3, loc="upper center")
     for name, norms in result["gradients"].items():
-        axes[2].semilogy(np.arange(len(norms)), np.maximum(norms, 1e-30), label=name)
+        axes[2].semilogy(np.arange(len(norms)), norms, label=name)
     axes[2].set(xlabel="distance k", ylabel="||d y_T / d x_(T-k)||", title="gradient against distance (init)")
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

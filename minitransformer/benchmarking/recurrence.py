@@ -72,9 +72,12 @@ def target_hits(model, make_batch, batches: int = 4, batch_size: int = 256, seed
 # -- time ------------------------------------------------------------------------------------------
 def step_seconds(models: dict, lengths, batch_size: int = 8, vocab: int = 32, rounds: int = 3,
                  seed: int = 0) -> dict:
-    """Best-of-rounds seconds of one forward + backward (no optimizer) for each named model at each
-    sequence length; the models alternate inside every round, so a load on a shared machine slows
-    them alike."""
+    """Best-of-rounds CPU seconds of one forward + backward (no optimizer) for each named model at
+    each sequence length. CPU time of this process (`time.process_time`), not wall time: on a machine
+    shared with other jobs, a wall-clock measurement longer than a scheduler slice also counts the
+    others' turns. With one BLAS thread the two agree on an idle machine. The models alternate
+    inside every round. Host memory is kept for reuse as in training (`backend.tune_host_allocator`)."""
+    backend.tune_host_allocator()
     rng = np.random.default_rng(seed)
     best = {(name, T): float("inf") for name in models for T in lengths}
     batches = {T: (rng.integers(0, vocab, (batch_size, T)), rng.integers(0, vocab, (batch_size, T)))
@@ -83,10 +86,10 @@ def step_seconds(models: dict, lengths, batch_size: int = 8, vocab: int = 32, ro
         for T in lengths:
             x, y = batches[T]
             for name, model in models.items():
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 model.forward(x, y)
                 model.backward()
-                elapsed = time.perf_counter() - t0
+                elapsed = time.process_time() - t0
                 if r:
                     best[name, T] = min(best[name, T], elapsed)
     return best
