@@ -79,3 +79,31 @@ def test_loss_by_position():
     losses = loss_by_position(model, ids, 8, windows=6, batch_size=4)
     assert losses.shape == (8,)
     assert np.all(np.abs(losses - np.log(5)) < 0.2)                       # an untrained model: ~ log V
+
+
+def test_gradient_by_distance_reads_positions_backwards():
+    """An identity layer sends the last output's unit gradient to the last input only: norm 1 at
+    distance 0; a layer that shifts by one step moves it to distance 1."""
+    from minitransformer.benchmarking.recurrence import gradient_by_distance
+    identity = gradient_by_distance(lambda x, dy: dy, T=5, C=3, batch_size=2)
+    np.testing.assert_allclose(identity, [1, 0, 0, 0, 0], atol=1e-12)
+
+    def shift(x, dy):                      # y_t = x_{t-1}  =>  dx_{t-1} = dy_t
+        dx = np.zeros_like(dy)
+        dx[:, :-1] = dy[:, 1:]
+        return dx
+    np.testing.assert_allclose(gradient_by_distance(shift, T=5, C=3, batch_size=2), [0, 1, 0, 0, 0], atol=1e-12)
+
+
+def test_sparse_targets_task_trains_both_families():
+    from minitransformer.benchmarking.recurrence import SparseTargetsTask, target_hits, train_on
+    from minitransformer.models.lstm import LSTMConfig
+    task_def = CopyTask(n_symbols=3, length=2, delay=0)
+    make = partial(copy_batch, task_def)
+    task = SparseTargetsTask(make, task_def.vocab_size, task_def.seq_len)
+    for kind, cfg in (("lstm", LSTMConfig(n_layer=1, d_model=8)),
+                      ("gpt", GPTConfig(n_layer=1, n_head=1, d_model=8))):
+        model, losses = train_on(kind, cfg, task, steps=3, batch_size=4)
+        assert model.config.block_size == 4 and model.config.vocab_size == 5 and len(losses) == 3
+        hits, x, y = target_hits(model, make, batches=1, batch_size=8)
+        assert hits.shape == x.shape == (8, 4) and not hits[y == IGNORE_INDEX].any()
