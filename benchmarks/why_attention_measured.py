@@ -165,8 +165,8 @@ def write_tables(result, out: Path):
                   "| --- | --- | " + " | ".join("---:" for _ in by_distance[-1]["lstm_by_distance"]) + " |"]
         for r in by_distance:
             for name in ("lstm", "attention"):
-                cells = [f"{r[f'{name}_by_distance'].get(b, float('nan')):.2f}"
-                         for b in by_distance[-1]["lstm_by_distance"]]
+                got = r[f"{name}_by_distance"]
+                cells = [f"{got[b]:.2f}" if b in got else "-" for b in by_distance[-1]["lstm_by_distance"]]
                 lines.append(f"| {r['task']} | {name} | " + " | ".join(cells) + " |")
     (out / "why_attention_accuracy.md").write_text("\n".join(lines) + "\n")
 
