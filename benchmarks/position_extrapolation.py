@@ -89,6 +89,15 @@ def write_table(result, out: Path):
         ratio = "n/a" if r["loss_256"] is None else f"{r['loss_256'] / r['loss_64']:.2f}"
         lines.append(f"| {r['positional']} | {r['parameters']:,} | {cell(r['loss_64'])} | {cell(r['loss_128'])} | "
                      f"{cell(r['loss_256'])} | {cell(r.get('loss_beyond_train'))} | {ratio} |")
+    blocks = [(0, 64), (64, 96), (96, 128), (128, 160), (160, 192), (192, 256)]
+    lines += ["", f"Mean loss over blocks of positions of the {max(EVAL_T)}-character windows (the curves of the figure):",
+              "", "| positional | " + " | ".join(f"{a}..{b - 1}" for a, b in blocks) + " |",
+              "| --- | " + " | ".join("---:" for _ in blocks) + " |"]
+    for name, curve in result["curves"].items():
+        curve = np.asarray(curve)
+        cells = [f"{curve[a:b].mean():.2f}" if b <= len(curve) else "n/a" for a, b in blocks]
+        label = name if len(curve) == max(EVAL_T) else f"{name} (windows of {len(curve)})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     (out / "position_extrapolation.md").write_text("\n".join(lines) + "\n")
 
 
