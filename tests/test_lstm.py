@@ -7,8 +7,8 @@ from minitransformer.generate import generate
 from minitransformer.gradcheck import check_module
 from minitransformer.models.lstm import LSTMConfig, LSTMLanguageModel, RecurrentStateCache
 from minitransformer.models.registry import build_model
-from minitransformer.nn.functional.recurrent import lstm_forward, sigmoid
-from minitransformer.nn.recurrent import LSTM, RNN, LSTMState, gradcheck_lstm_layer
+from minitransformer.nn.functional.recurrent import gru_forward, lstm_forward, sigmoid
+from minitransformer.nn.recurrent import GRU, LSTM, RNN, LSTMState, gradcheck_lstm_layer
 
 
 def dev(a, device, dtype=None):
@@ -106,6 +106,66 @@ def test_lstm_matches_torch_gate_order():
     dx, _ = layer.backward(dout)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.w_h.grad, ref.weight_hh_l0.grad.numpy().T, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("B,T,C", [(2, 3, 4), (1, 5, 1)])
+def test_gru_layer_gradcheck(device, B, T, C):
+    layer = GRU(2, C, rng=backend.host_rng(13)).to(device, "float64")
+    rng = np.random.default_rng(14)
+    layer.bias.data[...] = dev(rng.standard_normal(3 * C), device)                # nonzero biases
+    layer.bias_hn.data[...] = dev(rng.standard_normal(C), device)
+    x, h0 = dev(rng.standard_normal((B, T, 2)), device), dev(rng.standard_normal((B, C)), device)
+
+    def run(m, x_, h_):
+        hs, hT = m.forward(x_, h_)
+        xp = backend.get_array_module(hs)
+        return xp.concatenate([hs.reshape(B, -1), hT], axis=1)
+
+    result = check_module("gru", layer, [x, h0], run=run,
+                          backward=lambda m, d: m.backward(d[:, :T * C].reshape(B, T, C), d[:, T * C:]))
+    assert result.passed, str(result)
+
+
+def test_gru_carry_is_the_product_of_update_gates(device):
+    """With W_h = 0, dh_T / dh_0 = prod_t z_t: the GRU's carry."""
+    T, C = 5, 3
+    layer = GRU(2, C, rng=backend.host_rng(15)).to(device, "float64")
+    layer.w_h.data[...] = 0
+    xp = backend.xp_for(device)
+    x = dev(np.random.default_rng(16).standard_normal((1, T, 2)), device)
+    zeros = xp.zeros((1, C))
+    gates = host(gru_forward(x, zeros, layer.w_x.data, layer.w_h.data, layer.bias.data,
+                             layer.bias_hn.data)[1].gates)
+    layer.forward(x)
+    _, dh0 = layer.backward(xp.zeros((1, T, C)), xp.ones((1, C)))
+    np.testing.assert_allclose(host(dh0)[0], gates[0, :, C:2 * C].prod(axis=0), rtol=1e-12)
+
+
+def test_gru_matches_torch_gate_order():
+    """Against torch.nn.GRU: gate order r, z, n and the reset gate after the recurrent product."""
+    torch = pytest.importorskip("torch")
+    C_in, C, B, T = 3, 4, 2, 5
+    layer = GRU(C_in, C, rng=backend.host_rng(17)).to("cpu", "float64")
+    rng = np.random.default_rng(18)
+    layer.bias.data[...] = rng.standard_normal(3 * C)
+    layer.bias_hn.data[...] = rng.standard_normal(C)
+    ref = torch.nn.GRU(C_in, C, batch_first=True).double()
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(torch.from_numpy(layer.w_x.data.T.copy()))     # torch: (3C, C_in)
+        ref.weight_hh_l0.copy_(torch.from_numpy(layer.w_h.data.T.copy()))
+        ref.bias_ih_l0.copy_(torch.from_numpy(layer.bias.data.copy()))
+        ref.bias_hh_l0.copy_(torch.from_numpy(np.concatenate([np.zeros(2 * C), layer.bias_hn.data])))
+    x = rng.standard_normal((B, T, C_in))
+    hs, _ = layer.forward(x)
+    xt = torch.from_numpy(x).requires_grad_()
+    out, _ = ref(xt)
+    np.testing.assert_allclose(hs, out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal((B, T, C))
+    (out * torch.from_numpy(dout)).sum().backward()
+    dx, _ = layer.backward(dout)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.w_h.grad, ref.weight_hh_l0.grad.numpy().T, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer.bias_hn.grad, ref.bias_hh_l0.grad.numpy()[2 * C:], rtol=1e-10)
 
 
 def test_sigmoid_is_stable():

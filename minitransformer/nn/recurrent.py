@@ -1,4 +1,4 @@
-r"""RNN and LSTM layers: Modules that own the weights and call the BPTT pairs of
+r"""RNN, LSTM and GRU layers: Modules that own the weights and call the BPTT pairs of
 ``functional/recurrent.py``.
 
 Both read x (B, T, C_in) and return every state (B, T, C) plus the final state, which the next
@@ -21,7 +21,8 @@ import numpy as np  # host side only (seeded init, dtypes, index tables, test in
 from .. import backend
 from ..gradcheck import check_module, float64_inputs, register
 from .checks import check_array
-from .functional.recurrent import lstm_backward, lstm_forward, rnn_backward, rnn_forward
+from .functional.recurrent import (gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward,
+                                  rnn_forward)
 from .module import Module, Parameter
 
 
@@ -153,6 +154,38 @@ class LSTM(_Recurrent):
         return f"{self.in_features}, {self.hidden_size}, gates=ifgo, forget_bias={self.forget_bias}"
 
 
+class GRU(_Recurrent):
+    """GRU layer (Cho et al. 2014), gate order r, z, n, the reset gate applied after the recurrent
+    product as in PyTorch; bias (3C) on the input side and bias_hn (C) inside the reset gate.
+
+    forward(x, h0=None) -> (hs (B,T,C), h_T (B,C)); backward(dhs, dh_last=None) -> (dx, dh0).
+    """
+
+    n_gates = 3
+
+    def __init__(self, in_features: int, hidden_size: int, rng: np.random.Generator | None = None):
+        super().__init__(in_features, hidden_size, rng)
+        self.bias_hn = Parameter(np.zeros(hidden_size, np.float32))  # (C,)
+
+    def forward(self, x, h0=None):
+        self._check_input(x)
+        _check_state(h0, "GRU h0", x.shape[0], self.hidden_size, x)
+        h0 = self._zeros(x) if h0 is None else h0
+        hs, cache = gru_forward(x, h0, self.w_x.data, self.w_h.data, self.bias.data, self.bias_hn.data)
+        self.cache = cache if self.keep_cache else None
+        return hs, hs[:, -1]
+
+    def backward(self, dhs, dh_last=None):
+        cache = self._saved()
+        if dh_last is not None:
+            dhs = dhs.copy()                                          # backward never writes into dout
+            dhs[:, -1] += dh_last
+        dx, dh0, dw_x, dw_h, db, db_hn = gru_backward(dhs, cache)
+        self._accumulate(dw_x, dw_h, db)
+        self.bias_hn.grad += db_hn
+        return dx, dh0
+
+
 # -- gradient checks (float64, T >= 3 so that the carry through h and c is exercised) ------------
 def _flat_outputs(hs, last):
     """One array from every output state and the final state(s): (B, T*C + k*C)."""
@@ -185,11 +218,10 @@ def _gradcheck_lstm(device: str):
             gradcheck_lstm_layer(device, 1, 3, 2, 1, 22, "nn.LSTM[T=3, B=1, C=1]")]
 
 
-@register("nn.RNN")
-def _gradcheck_rnn(device: str):
+def _gradcheck_single_state(device: str, cls, name: str, seed: int):
     B, T, C = 2, 4, 5
-    layer = RNN(3, C, rng=backend.host_rng(24)).to(device, "float64")
-    x, h0 = float64_inputs(device, 25, (B, T, 3), (B, C))
+    layer = cls(3, C, rng=backend.host_rng(seed)).to(device, "float64")
+    x, h0 = float64_inputs(device, seed + 1, (B, T, 3), (B, C))
 
     def run(m, x_, h_):
         hs, hT = m.forward(x_, h_)
@@ -198,4 +230,14 @@ def _gradcheck_rnn(device: str):
     def backward(m, d):
         return m.backward(d[:, :T * C].reshape(B, T, C), d[:, T * C:])        # (B,T*C) -> (B,T,C)
 
-    return check_module("nn.RNN[T=4]", layer, [x, h0], run=run, backward=backward)
+    return check_module(name, layer, [x, h0], run=run, backward=backward)
+
+
+@register("nn.RNN")
+def _gradcheck_rnn(device: str):
+    return _gradcheck_single_state(device, RNN, "nn.RNN[T=4]", 24)
+
+
+@register("nn.GRU")
+def _gradcheck_gru(device: str):
+    return _gradcheck_single_state(device, GRU, "nn.GRU[T=4]", 26)

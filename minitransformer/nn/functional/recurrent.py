@@ -18,6 +18,13 @@ BPTT, with $dc_t$ the gradient reaching $c_t$ from step $t+1$ (the carry) and fr
 $do = dh_t \circ \tanh c_t$, $dc_t \mathrel{+}= dh_t \circ o \circ (1-\tanh^2 c_t)$,
 $di = dc_t \circ g$, $dg = dc_t \circ i$, $df = dc_t \circ c_{t-1}$, $dc_{t-1} = dc_t \circ f$,
 then through the nonlinearities $\sigma' = \sigma(1-\sigma)$, $\tanh' = 1-\tanh^2$.
+
+**GRU**, gate order **r, z, n** (PyTorch's), with the reset gate applied after the recurrent
+product: $u_t = h_{t-1} W_h$ (its n block plus $b_{hn}$), $r = \sigma(\cdot)$, $z = \sigma(\cdot)$,
+$n = \tanh(x_t W_x^n + b^n + r \circ u^n)$, $h_t = (1 - z) \circ n + z \circ h_{t-1}$.
+BPTT: $dn = dh_t \circ (1 - z)$, $dz = dh_t \circ (h_{t-1} - n)$, $da^n = dn \circ (1 - n^2)$,
+$dr = da^n \circ u^n$, $du^n = da^n \circ r$, and $dh_{t-1} = dh_t \circ z + du_t W_h^\top$: the
+carry is $dh_t \circ z$.
 """
 from __future__ import annotations
 
@@ -50,6 +57,16 @@ class LSTMCache(NamedTuple):
     tanh_c: Any     # (B,T,C) tanh(c_t), kept: recomputing it would cost one more tanh per step
     w_x: Any        # (C_in,4C)
     w_h: Any        # (C,4C)
+
+
+class GRUCache(NamedTuple):
+    x: Any          # (B,T,C_in)
+    h0: Any         # (B,C)
+    hs: Any         # (B,T,C) h_1..h_T
+    gates: Any      # (B,T,3C) the activated gates r, z, n
+    u_n: Any        # (B,T,C) the n block of h_{t-1} W_h + b_hn, which the reset gate scaled
+    w_x: Any        # (C_in,3C)
+    w_h: Any        # (C,3C)
 
 
 def _previous_states(s0, ss, xp):
@@ -161,3 +178,61 @@ def lstm_backward(dhs, cache: LSTMCache, dc_last=None):
     dx = da @ w_x.T                                                 # (B,T,4C) @ (4C,C_in) -> (B,T,C_in)
     return dx, dh_next, dc_next, dw_x, dw_h, db
 # --8<-- [end:lstm_backward]
+
+
+# --8<-- [start:gru]
+def gru_forward(x, h0, w_x, w_h, b, b_hn):
+    """The GRU over x (B,T,C_in) from h0 (B,C); gates r, z, n; b (3C,) on the input side, b_hn (C,)
+    inside the reset gate. Returns (hs (B,T,C), cache)."""
+    xp = get_array_module(x)
+    B, T, _ = x.shape
+    C = w_h.shape[0]
+    xw = x @ w_x + b                                                # (B,T,C_in) @ (C_in,3C) -> (B,T,3C)
+    hs = xp.empty((B, T, C), dtype=x.dtype)
+    gates = xp.empty((B, T, 3 * C), dtype=x.dtype)
+    u_n = xp.empty_like(hs)
+    h = h0
+    for t in range(T):
+        u = h @ w_h                                                 # (B,C) @ (C,3C) -> (B,3C)
+        u_n[:, t] = u[:, 2 * C:] + b_hn
+        z = gates[:, t]                                             # (B,3C) view: r | z | n
+        z[:, :2 * C] = sigmoid(xw[:, t, :2 * C] + u[:, :2 * C], xp)
+        r, update = z[:, :C], z[:, C:2 * C]
+        z[:, 2 * C:] = xp.tanh(xw[:, t, 2 * C:] + r * u_n[:, t])
+        n = z[:, 2 * C:]
+        h = n + update * (h - n)                                    # (1 - z) n + z h
+        hs[:, t] = h
+    return hs, GRUCache(x, h0, hs, gates, u_n, w_x, w_h)
+
+
+def gru_backward(dhs, cache: GRUCache):
+    """Returns (dx, dh0, dw_x, dw_h, db, db_hn); the gradient of h_T belongs in dhs[:, -1]."""
+    xp = get_array_module(dhs)
+    x, h0, hs, gates, u_n, w_x, w_h = cache
+    T, C = x.shape[1], h0.shape[1]
+    da_x = xp.empty_like(gates)                                     # (B,T,3C) gradient of x W_x + b
+    da_h = xp.empty_like(gates)                                     # (B,T,3C) gradient of h W_h (+ b_hn)
+    dh_next = xp.zeros_like(h0)
+    for t in reversed(range(T)):
+        g = gates[:, t]
+        r, z, n = g[:, :C], g[:, C:2 * C], g[:, 2 * C:]
+        h_prev = hs[:, t - 1] if t > 0 else h0
+        dh = dhs[:, t] + dh_next
+        # fwd: h_t = (1 - z) n + z h_{t-1}  =>  dn = dh (1 - z),  dz = dh (h_{t-1} - n),  carry dh z
+        dn_pre = dh * (1 - z) * (1 - n ** 2)                        # through n = tanh(.)
+        dx_t, dh_t = da_x[:, t], da_h[:, t]                         # (B,3C) views
+        dx_t[:, :C] = dn_pre * u_n[:, t] * r * (1 - r)              # fwd: n = tanh(.. + r u_n)  =>  dr = dn u_n
+        dx_t[:, C:2 * C] = dh * (h_prev - n) * z * (1 - z)
+        dx_t[:, 2 * C:] = dn_pre
+        dh_t[:, :2 * C] = dx_t[:, :2 * C]                           # r, z: the same sum of x and h terms
+        dh_t[:, 2 * C:] = dn_pre * r                                # fwd: r * u_n  =>  du_n = dn r
+        # fwd: u = h_{t-1} W_h  and the carry z h_{t-1}  =>  dh_{t-1} = du W_h^T + dh z
+        dh_next = dh_t @ w_h.T + dh * z                             # (B,3C) @ (3C,C) -> (B,C)
+    da_x2 = da_x.reshape(-1, 3 * C)                                 # (B,T,3C) -> (N,3C)
+    dw_x = x.reshape(-1, x.shape[-1]).T @ da_x2                     # (C_in,N) @ (N,3C) -> (C_in,3C)
+    db = da_x2.sum(axis=0)                                          # (N,3C) -> (3C,)
+    dw_h = _previous_states(h0, hs, xp).reshape(-1, C).T @ da_h.reshape(-1, 3 * C)   # (C,N) @ (N,3C)
+    db_hn = da_h[..., 2 * C:].reshape(-1, C).sum(axis=0)           # (B,T,C) -> (C,)
+    dx = da_x @ w_x.T                                               # (B,T,3C) @ (3C,C_in) -> (B,T,C_in)
+    return dx, dh_next, dw_x, dw_h, db, db_hn
+# --8<-- [end:gru]
