@@ -1,7 +1,7 @@
 r"""RNN, LSTM and GRU layers: Modules that own the weights and call the BPTT pairs of
 ``functional/recurrent.py``.
 
-Both read x (B, T, C_in) and return every state (B, T, C) plus the final state, which the next
+Each reads x (B, T, C_in) and returns every state (B, T, C) plus the final state, which the next
 chunk of a long sequence (or the next generated token) starts from. Weights are drawn uniformly
 from $[-1/\sqrt{C}, 1/\sqrt{C}]$ (the usual choice for recurrent layers); biases are zero, except
 the LSTM's **forget-gate bias, which starts at 1** (Gers, Schmidhuber and Cummins 2000;
@@ -10,7 +10,7 @@ of its content and gradients through $c$ do not vanish before training has begun
 
 Gate order of the LSTM's fused weights $W_x \in \mathbb{R}^{C_{in} \times 4C}$,
 $W_h \in \mathbb{R}^{C \times 4C}$, $b \in \mathbb{R}^{4C}$: **i, f, g, o** (input, forget,
-candidate, output), as in PyTorch's ``nn.LSTM``.
+candidate, output), as in PyTorch's ``nn.LSTM``; the GRU's: **r, z, n**, as in ``nn.GRU``.
 """
 from __future__ import annotations
 
