@@ -28,6 +28,7 @@ from .nn.dropout import Dropout
 from .nn.layernorm import LayerNorm
 from .nn.linear import Linear
 from .nn.module import Module
+from .positional import RotaryEmbedding
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 NORMS = ("pre", "post")
@@ -83,19 +84,22 @@ class EncoderBlock(Module):
     """Self-attention + feed-forward, each with a residual connection; norm="pre" or "post".
 
     forward(x, causal=False, key_padding_mask=None, kv_cache=None); causal=True makes it a GPT block.
+    rotary=True: RoPE in the self-attention (queries and keys turned by their positions).
     """
 
     def __init__(self, d_model: int, n_head: int, d_ff: int | None = None, norm: str = "pre",
                  dropout: float = 0.0, activation: str = "gelu", attention: str = "dense",
                  attention_options: dict | None = None, max_len: int | None = None,
-                 rng: np.random.Generator | None = None, out_std: float | None = None, bias: bool = True):
+                 rng: np.random.Generator | None = None, out_std: float | None = None, bias: bool = True,
+                 rotary: bool = False):
         super().__init__()
         rng = rng if rng is not None else backend.host_rng(0)
         self.norm = _check_norm(norm)
         d_ff = 4 * d_model if d_ff is None else d_ff
         self.ln1 = LayerNorm(d_model)
         self.attn = MultiHeadAttention(d_model, n_head, attention=attention, attention_options=attention_options,
-                                       max_len=max_len, bias=bias, rng=rng, out_std=out_std)
+                                       max_len=max_len, bias=bias, rng=rng, out_std=out_std,
+                                       rotary=RotaryEmbedding() if rotary else None)
         self.drop = Dropout(dropout, seed=_seed(rng))
         self.ln2 = LayerNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, activation, dropout, rng=rng, out_std=out_std, bias=bias)

@@ -1,5 +1,8 @@
 r"""Positional information: fixed sinusoids, a learned table, and rotary embeddings (RoPE).
 
+(ALiBi, the fourth scheme of `GPTConfig.positional`, is a bias on the attention scores and lives
+with the kernels: ``attention/alibi.py``.)
+
 Attention is blind to order (it treats its keys as a set), so position enters in one of two ways:
 
 * **added to the input** once, before the first block: the sinusoidal encoding of Vaswani et al.,
@@ -208,6 +211,43 @@ def rope_backward(dy, cache: RopeCache):
 # --8<-- [end:rope]
 
 
+class RotaryEmbedding(Module):
+    """RoPE inside attention: turns the queries and keys (B, H, T, D) of a layer by the angles of
+    their positions; `MultiHeadAttention(rotary=RotaryEmbedding())` calls it after the split into
+    heads and before the KV cache, with offset = the number of positions already cached, so a cached
+    key keeps the rotation of the position it was computed at. No parameters.
+
+    forward(q, k, offset) -> (q', k');  backward(dq', dk') -> (dq, dk), both turned back.
+    """
+
+    def __init__(self, base: float = 10000.0):
+        super().__init__()
+        if not base > 1:
+            raise ValueError(f"RotaryEmbedding: base must be > 1, got {base!r}")
+        self.base = base
+        self.cache = None
+
+    # --8<-- [start:rotary_module]
+    def forward(self, q, k, offset: int = 0):
+        if q.shape[2] != k.shape[2]:
+            raise ValueError(f"RotaryEmbedding: queries and keys of one step must cover the same positions, "
+                             f"got q {tuple(q.shape)} and k {tuple(k.shape)}")
+        q_rot, cache = rope_forward(q, offset, self.base)          # (B,H,T,D), positions offset..offset+T-1
+        k_rot, _ = rope_forward(k, offset, self.base)              # the same angles: one cache serves both
+        self.cache = cache if self.keep_cache else None
+        return q_rot, k_rot
+
+    def backward(self, dq, dk):
+        if self.cache is None:
+            raise RuntimeError("RotaryEmbedding.backward: no forward pass was cached")
+        # fwd: q' = R q, k' = R k (R a rotation per position)  =>  dq = R^T dq', dk = R^T dk'
+        return rope_backward(dq, self.cache), rope_backward(dk, self.cache)
+    # --8<-- [end:rotary_module]
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}"
+
+
 # -- gradient checks ----------------------------------------------------------------------------
 @register("positional.Sinusoidal")
 def _gradcheck_sinusoidal(device: str):
@@ -227,3 +267,19 @@ def _gradcheck_learned(device: str):
 def _gradcheck_rope(device: str):
     (x,) = float64_inputs(device, 12, (2, 3, 5, 6))     # B=2, H=3, T=5, D=6 (odd D/2)
     return check_functional("positional.rope", lambda a: rope_forward(a, offset=4), rope_backward, [x])
+
+
+@register("positional.RotaryEmbedding(rope)")
+def _gradcheck_rotary_module(device: str):
+    """Queries and keys turned together, at an offset (a KV-cache step), checked as one output."""
+    q, k = float64_inputs(device, 13, (2, 2, 3, 4), (2, 2, 3, 4))
+    xp = backend.get_array_module(q)
+
+    def run(m, q_, k_):
+        return xp.concatenate(m.forward(q_, k_, offset=5), axis=-1)           # (B,H,T,2D)
+
+    def backward(m, d):
+        return m.backward(d[..., :4], d[..., 4:])
+
+    return check_module("positional.RotaryEmbedding(rope, offset=5)", RotaryEmbedding(), [q, k],
+                        run=run, backward=backward)

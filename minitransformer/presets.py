@@ -7,6 +7,8 @@
   ``shakespeare-cpu`` / ``shakespeare-gpu`` (nanoGPT's character-level baselines; run them with
   ``--data ../shared/data/tinyshakespeare.txt``).
 * ``seq2seq`` (the encoder-decoder Transformer reversing digit strings): ``default``, ``tiny``.
+* ``lstm`` (the recurrent language model of chapter 37, on the same text task as ``gpt``):
+  ``default``, ``tiny``.
 * ``classifier`` (an encoder read out at [CLS], on the long-range retrieval task of
   ``data/long_range.py``): ``default``, ``tiny``.
 
@@ -31,6 +33,7 @@ from pathlib import Path
 from .config import replace
 from .models.classifier import ClassifierConfig
 from .models.gpt import GPTConfig
+from .models.lstm import LSTMConfig
 from .models.seq2seq import Seq2SeqConfig
 from .train import TrainConfig
 
@@ -83,8 +86,20 @@ PRESETS = {
                         eval_interval=20, eval_iters=2, num_samples=0),
         ),
     },
+    "lstm": {
+        "default": (
+            LSTMConfig(n_layer=2, d_model=128, block_size=64),
+            TrainConfig(steps=2000, batch_size=12, lr=3e-3, min_lr=3e-4, warmup=100,
+                        eval_interval=250, eval_iters=20),
+        ),
+        "tiny": (
+            LSTMConfig(n_layer=1, d_model=32, block_size=32),
+            TrainConfig(steps=60, batch_size=8, lr=1e-2, min_lr=1e-3, warmup=5, eval_interval=30,
+                        eval_iters=4, sample_tokens=40),
+        ),
+    },
 }
-TEXT_FAMILIES = ("gpt",)
+TEXT_FAMILIES = ("gpt", "lstm")
 
 
 def read_config_file(path) -> dict:

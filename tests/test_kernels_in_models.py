@@ -35,7 +35,7 @@ BIDIRECTIONAL = [k for k in KERNELS if not getattr(_BUILT[k], "requires_causal",
 
 
 def test_every_kernel_is_covered():
-    assert set(OPTIONS) | {"dense", "linear"} >= set(KERNELS)
+    assert set(OPTIONS) | {"dense", "linear", "alibi"} >= set(KERNELS)
 
 
 @pytest.mark.parametrize("name", CAUSAL)

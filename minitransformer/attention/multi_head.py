@@ -38,11 +38,13 @@ class MultiHeadAttention(Module):
 
     attention / attention_options: the kernel's registered name and its keyword options.
     out_std: std of the output projection's init (GPT scales it by 1/sqrt(2 n_layer)).
+    rotary: a module that turns q and k by their positions after the split into heads
+    (positional.RotaryEmbedding, RoPE), or None.
     """
 
     def __init__(self, d_model: int, n_head: int, cross: bool = False, attention: str = "dense",
                  attention_options: dict | None = None, max_len: int | None = None, bias: bool = True,
-                 rng: np.random.Generator | None = None, out_std: float | None = None):
+                 rng: np.random.Generator | None = None, out_std: float | None = None, rotary=None):
         super().__init__()
         if not isinstance(d_model, int) or not isinstance(n_head, int) or d_model <= 0 or n_head <= 0:
             raise ValueError(f"MultiHeadAttention: d_model and n_head must be positive ints, got "
@@ -64,6 +66,9 @@ class MultiHeadAttention(Module):
             raise ValueError(f"attention kernel {attention!r} cannot do cross-attention (keys of another "
                              "length than the queries); choose another kernel for the decoder")
         self.proj = Linear(C, C, bias=bias, rng=rng, std=out_std)
+        if rotary is not None and cross:
+            raise ValueError("MultiHeadAttention: rotary positions are for self-attention (cross=False)")
+        self.rotary = rotary
         self.cache = None
 
     # --8<-- [start:mha_forward]
@@ -94,6 +99,8 @@ class MultiHeadAttention(Module):
             qkv = self.qkv(x).reshape(B, T, 3, H, D)                           # (B,T,3C) -> (B,T,3,H,D)
             qkv = qkv.transpose(2, 0, 3, 1, 4)                                 # -> (3,B,H,T,D)
             q, k, v = qkv[0], qkv[1], qkv[2]
+            if self.rotary is not None:                    # RoPE: positions continue after the cached ones
+                q, k = self.rotary(q, k, offset=kv_cache.length if kv_cache is not None else 0)
             if kv_cache is not None:
                 k, v = kv_cache.append(k, v)               # (B,H,S,D), S = cached + T
         y = self.kernel.forward(q, k, v, causal=causal, key_padding_mask=key_padding_mask)  # (B,H,T,D)
@@ -118,6 +125,8 @@ class MultiHeadAttention(Module):
         dy = dy.reshape(B, T, H, D).transpose(0, 2, 1, 3)                      # (B,T,C) -> (B,H,T,D)
         dq, dk, dv = self.kernel.backward(dy)                                  # (B,H,T,D), (B,H,S,D) x2
         self.cache = None
+        if self.rotary is not None:
+            dq, dk = self.rotary.backward(dq, dk)          # fwd: q, k turned by R  =>  turned back by R^T
         if self.cross:
             # fwd: q = x W_Q  =>  dx = dq W_Q^T (inside Linear.backward)
             dx = self.q.backward(dq.transpose(0, 2, 1, 3).reshape(B, T, C))    # (B,H,T,D) -> (B,T,C)

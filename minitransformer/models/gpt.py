@@ -32,6 +32,7 @@ from .model import IGNORE_INDEX, Model
 from .registry import register_model
 
 LOW_RANK_TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")   # the Linears of a block
+POSITIONALS = ("learned", "sinusoidal", "rope", "alibi")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class GPTConfig:
     dropout: float = 0.0            # residual and embedding dropout
     norm: str = "pre"               # "pre" (GPT-2) or "post" (the original Transformer)
     activation: str = "gelu"        # "gelu", "gelu_tanh" or "relu"
-    positional: str = "learned"     # "learned" or "sinusoidal"
+    positional: str = "learned"     # "learned", "sinusoidal" (added to the input), "rope" or "alibi" (in attention)
     bias: bool = True               # biases in the Linear layers
     attention: str = "dense"        # attention kernel by name (minitransformer.attention.kernel_names())
     attention_options: dict = field(default_factory=dict)  # options of that kernel (window, ...)
@@ -60,8 +61,14 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.norm not in ("pre", "post"):
             raise ValueError(f"GPTConfig.norm must be 'pre' or 'post', got {self.norm!r}")
-        if self.positional not in ("learned", "sinusoidal"):
-            raise ValueError(f"GPTConfig.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
+        if self.positional not in POSITIONALS:
+            raise ValueError(f"GPTConfig.positional must be one of {POSITIONALS}, got {self.positional!r}")
+        if self.positional == "rope" and (self.d_model // self.n_head) % 2:
+            raise ValueError(f"GPTConfig.positional='rope' turns pairs of features: the head size "
+                             f"d_model / n_head = {self.d_model // self.n_head} must be even")
+        if self.positional == "alibi" and self.attention != "dense":
+            raise ValueError(f"GPTConfig.positional='alibi' adds its bias to the dense kernel's scores; "
+                             f"attention={self.attention!r} cannot take it (use attention='dense')")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
         if (isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float))
@@ -87,15 +94,18 @@ class GPT(Model):
         self.wte = Embedding(c.vocab_size, c.d_model, rng=rng, std=0.02)
         if c.positional == "learned":
             self.wpe = LearnedPositionalEmbedding(c.block_size, c.d_model, rng=rng, std=0.02)
-        else:
+        elif c.positional == "sinusoidal":
             self.wpe = SinusoidalPositionalEncoding(c.block_size, c.d_model)
+        else:
+            self.wpe = None                    # RoPE and ALiBi put positions inside every attention layer
+        attention = "alibi" if c.positional == "alibi" else c.attention
         self.drop = Dropout(c.dropout, seed=seed + 1)
         residual_std = 0.02 / math.sqrt(2 * c.n_layer)
         self.blocks = [
             EncoderBlock(c.d_model, c.n_head, d_ff, norm=c.norm, dropout=c.dropout,
-                         activation=c.activation, attention=c.attention,
+                         activation=c.activation, attention=attention,
                          attention_options=dict(c.attention_options), max_len=c.block_size,
-                         bias=c.bias, rng=rng, out_std=residual_std)
+                         bias=c.bias, rng=rng, out_std=residual_std, rotary=c.positional == "rope")
             for _ in range(c.n_layer)
         ]
         self.ln_f = LayerNorm(c.d_model) if c.norm == "pre" else None
@@ -141,7 +151,8 @@ class GPT(Model):
             raise ValueError(f"GPT input: {offset + idx.shape[1]} positions exceed the context length "
                              f"block_size={c.block_size} (crop the input to its last {c.block_size} tokens)")
         x = self.wte(idx)                                  # (B, T) -> (B, T, C)
-        x = self.wpe(x, offset)                            # + positions offset..offset+T-1
+        if self.wpe is not None:
+            x = self.wpe(x, offset)                        # + positions offset..offset+T-1
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, causal=True, kv_cache=kv_caches[i] if kv_caches else None)
@@ -171,7 +182,8 @@ class GPT(Model):
         for block in reversed(self.blocks):
             dx = block.backward(dx)
         dx = self.drop.backward(dx)
-        dx = self.wpe.backward(dx)
+        if self.wpe is not None:
+            dx = self.wpe.backward(dx)
         self.wte.backward(dx)                                  # second path into W_te
     # --8<-- [end:gpt_backward]
 
@@ -205,6 +217,12 @@ def _gradcheck_gpt(device: str, norm: str, positional: str, n_head: int, T: int)
 @register("models.GPT")
 def _gradcheck_gpt_all(device: str):
     return [_gradcheck_gpt(device, "pre", "learned", 2, 5), _gradcheck_gpt(device, "post", "sinusoidal", 1, 1)]
+
+
+@register("models.GPT(rope, alibi)")
+def _gradcheck_gpt_rope_alibi(device: str):
+    """RoPE and ALiBi inside a whole GPT: the rotation's transpose and the constant bias in context."""
+    return [_gradcheck_gpt(device, "pre", "rope", 2, 5), _gradcheck_gpt(device, "pre", "alibi", 2, 5)]
 
 
 @register("models.GPT(low_rank)")
