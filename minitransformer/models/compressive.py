@@ -255,7 +255,7 @@ def _compressive_case(device: str, compression: str, part: str):
         return loss + m.config.recon_weight * m.reconstruction_loss   # the whole training objective
 
     return check_module(f"models.compressive_transformer[{compression}, c=2, {part}]", model, [idx, targets],
-                        run=run, backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=12)
+                        run=run, backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=8)
 
 
 @register("models.compressive_transformer")
