@@ -112,7 +112,7 @@ class CompressiveTransformer(TransformerXL):
         """The XL forward over per-layer memories `joined`; returns (logits, loss, layer inputs)."""
         from ..nn.checks import check_token_ids
         check_token_ids(idx, "CompressiveTransformer input idx", self.config.vocab_size)
-        check_array(idx, "CompressiveTransformer input idx", ndim=2, device=self.device)
+        check_array(idx, "CompressiveTransformer input idx", ndim=2, device=self.wte.weight.device)
         pos_emb = self.relative_embeddings(joined[0].shape[1] + idx.shape[1])
         x = self.drop(self.wte(idx))
         inputs = []

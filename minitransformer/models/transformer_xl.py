@@ -138,27 +138,37 @@ class TransformerXL(Model):
                 std = residual_std if name.endswith(("attn.proj.weight", "ffn.fc2.weight")) else 0.02
                 p.data = (rng.standard_normal(p.shape) * std).astype(p.dtype)
         self.cache = None
+        self._distance_table = None                                   # sinusoids of distances 0, 1, ...
 
     # -- memory ------------------------------------------------------------------------------------
     def empty_memory(self, batch_size: int) -> list:
         """No memory yet: one (B, 0, C) array per layer."""
-        xp = backend.xp_for(self.device)
-        return [xp.zeros((batch_size, 0, self.config.d_model), self.dtype) for _ in self.blocks]
+        w = self.wte.weight
+        xp = backend.xp_for(w.device)
+        return [xp.zeros((batch_size, 0, self.config.d_model), w.dtype) for _ in self.blocks]
 
     def check_memory(self, memory, batch_size: int) -> None:
         if not isinstance(memory, (list, tuple)) or len(memory) != len(self.blocks):
             raise ValueError(f"{type(self).__name__}: memory must be a list of {len(self.blocks)} arrays "
                              f"(one per layer), got {type(memory).__name__} of length {len(memory) if hasattr(memory, '__len__') else '?'}")
+        w = self.wte.weight
         for i, m in enumerate(memory):
-            check_array(m, f"memory of layer {i}", ndim=3, last_dim=self.config.d_model, dtype=self.dtype,
-                        device=self.device)
+            check_array(m, f"memory of layer {i}", ndim=3, last_dim=self.config.d_model, dtype=w.dtype,
+                        device=w.device)
             if m.shape[0] != batch_size or m.shape[1] != memory[0].shape[1]:
                 raise ValueError(f"memory of layer {i}: expected (B={batch_size}, M={memory[0].shape[1]}, C), "
                                  f"got {tuple(m.shape)}")
 
     def relative_embeddings(self, n_keys: int):
-        """R: sinusoidal embeddings of the distances n_keys-1, ..., 1, 0 (row c: distance n_keys-1-c)."""
-        return sinusoidal_encoding(n_keys, self.config.d_model, self.dtype, self.device)[::-1]
+        """R: sinusoidal embeddings of the distances n_keys-1, ..., 1, 0 (row c: distance n_keys-1-c).
+        Row t of the table does not depend on its length, so one table, grown when needed, serves
+        every call (a decoding step would otherwise rebuild it on the host for every token)."""
+        w = self.wte.weight
+        table = self._distance_table
+        if table is None or table.shape[0] < n_keys or table.dtype != w.dtype or backend.device_of(table) != w.device:
+            table = sinusoidal_encoding(max(2 * n_keys, 64), self.config.d_model, w.dtype, w.device)
+            self._distance_table = table
+        return table[:n_keys][::-1]                                   # (n_keys, C), distances n_keys-1 .. 0
 
     # -- forward / backward ------------------------------------------------------------------------
     # --8<-- [start:xl_forward]
@@ -171,7 +181,7 @@ class TransformerXL(Model):
         if isinstance(mem_len, bool) or not isinstance(mem_len, int) or mem_len < 0:
             raise ValueError(f"{type(self).__name__}: mem_len must be an int >= 0, got {mem_len!r}")
         check_token_ids(idx, f"{type(self).__name__} input idx", c.vocab_size)
-        check_array(idx, f"{type(self).__name__} input idx", ndim=2, device=self.device)
+        check_array(idx, f"{type(self).__name__} input idx", ndim=2, device=self.wte.weight.device)
         B, T = idx.shape
         memory = self.empty_memory(B) if memory is None else memory
         self.check_memory(memory, B)
@@ -248,7 +258,7 @@ class TransformerXL(Model):
         B, t = idx.shape
         pos_emb = self.relative_embeddings(caches[0].length + t)
         x = self.drop(self.wte(idx))
-        none = backend.xp_for(self.device).zeros((B, 0, self.config.d_model), self.dtype)
+        none = self.empty_memory(B)[0]
         for block, cache in zip(self.blocks, caches):
             x = block(x, none, pos_emb, self.u.data, self.v.data, kv_cache=cache)
         x = self.ln_f(x)
