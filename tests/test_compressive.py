@@ -125,3 +125,21 @@ def test_bad_settings_are_refused(device):
     model = _model(device)
     with pytest.raises(TypeError, match="CompressiveMemory"):
         model.forward_segment(_ids(device, (1, 4)), [None, None])
+
+
+def test_rate_one_is_transformer_xl_with_a_longer_memory(device):
+    """c = 1 with mean pooling keeps the evicted memories as they are: the model is then a
+    Transformer-XL with memory M + N_cm (same weights, same logits)."""
+    from minitransformer.models.transformer_xl import TransformerXL, TransformerXLConfig
+    comp = _model(device, compression="mean", compression_rate=1, cmem_len=6)
+    xl = TransformerXL(TransformerXLConfig(vocab_size=11, segment_len=4, mem_len=10, n_layer=2, n_head=2,
+                                           d_model=8)).to(device, "float64")
+    xl.load_state_dict(comp.state_dict())
+    idx = _ids(device, (2, 20))
+    with comp.no_grad(), xl.no_grad():
+        mc = mx = None
+        for s in range(5):
+            a, _, mc = comp.forward_segment(idx[:, 4 * s:4 * s + 4], mc)
+            b, _, mx = xl.forward_segment(idx[:, 4 * s:4 * s + 4], mx)
+            np.testing.assert_allclose(backend.to_numpy(a), backend.to_numpy(b), rtol=1e-10, atol=1e-12)
+    assert mc.cmem[0].shape[1] == 6 and mx[0].shape[1] == 10

@@ -222,6 +222,7 @@ class RelativeMultiHeadAttention(Module):
         return f"d_model={self.d_model}, n_head={self.n_head}"
 
 
+# --8<-- [start:sliding_kv_cache]
 class SlidingKVCache:
     """Keys and values of the last `mem_len` positions of one layer, for Transformer-XL decoding.
 
@@ -256,6 +257,7 @@ class SlidingKVCache:
 
     def reset(self) -> None:
         self.k = self.v = None
+# --8<-- [end:sliding_kv_cache]
 
     def __repr__(self) -> str:
         return f"SlidingKVCache(length={self.length}, mem_len={self.mem_len})"
