@@ -5,7 +5,8 @@ and evaluation speed against recomputing a sliding window.
    batch and learning rate: Transformer-XL (segments of T, memory M, read in consecutive order),
    a GPT of the same size and context T (it reads each segment alone), and a GPT of context T + M
    (the same attention span as one XL layer). All read the same validation windows of
-   `--eval-segments` segments; XL is evaluated with its training memory and with longer ones.
+   `--eval-segments` segments; XL is evaluated without memory (what its relative positions alone
+   give), with its training memory and with longer ones.
 2. **Memory recall** (``tasks/segments.py``, `MemoryRecallTask`): at fixed slots, output the value
    shown at the same slot one segment earlier (T tokens back). Chance, 1 / n_values, is computed
    here; a GPT of context T cannot see that far, Transformer-XL sees it through its memory.
@@ -88,7 +89,7 @@ def bits_per_character(args):
     for label, model, task in ((f"GPT, context {T}", gpt, gpt_task), (f"GPT, context {span}", wide, wide_task),
                                (f"Transformer-XL, segment {T}, memory {M}", xl, xl_task)):
         step_s = train(model, task, args.steps, args.batch, args.lr)
-        mems = [None] if model is not xl else [M, 2 * M, 4 * M]
+        mems = [None] if model is not xl else [0, M, 2 * M, 4 * M]
         for mem in mems:
             loss = windows_loss(model, task, windows, mem_len=mem)
             rows.append({"model": label, "eval_memory": mem, "parameters": model.num_parameters(),

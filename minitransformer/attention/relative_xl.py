@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import numpy as np  # host side only (seeded init, index tables, test inputs); array math uses xp
-
 from .. import backend
 from ..gradcheck import check_functional, check_module, float64_inputs, register
 from ..nn.checks import check_array
