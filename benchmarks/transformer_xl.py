@@ -131,7 +131,7 @@ def sliding_window_gpt(model, ids, L):
             logp, _ = log_softmax_forward(logits[:, -1])
             nll -= logp[np.arange(ids.shape[0]), ids[:, t]].sum()
             n += ids.shape[0]
-    return nll / n
+    return float(nll) / n
 
 
 def xl_segments(model, ids, L, T, M):
@@ -149,7 +149,7 @@ def xl_segments(model, ids, L, T, M):
                 yy = ys[:, keep]
                 nll -= np.take_along_axis(logp, yy[..., None], -1).sum()
                 n += yy.size
-    return nll / n
+    return float(nll) / n
 
 
 def xl_cached(model, ids, L):
@@ -163,7 +163,7 @@ def xl_cached(model, ids, L):
                 logp, _ = log_softmax_forward(logits[:, -1])
                 nll -= logp[np.arange(ids.shape[0]), ids[:, t + 1]].sum()
                 n += ids.shape[0]
-    return nll / n
+    return float(nll) / n
 
 
 def eval_speed(args, trained):
@@ -184,7 +184,7 @@ def eval_speed(args, trained):
             t = time.process_time()
             nll = run()
             best = min(best, time.process_time() - t)
-        rows.append({"method": label, "seconds": best, "tokens_per_s": scored / best, "bpc": nll / LN2})
+        rows.append({"method": label, "seconds": best, "tokens_per_s": scored / best, "bpc": float(nll) / LN2})
         print(f"{label:70s} {scored / best:9.0f} tok/s  {nll / LN2:.3f} bpc")
     for r in rows:
         r["speedup_vs_sliding_window"] = r["tokens_per_s"] / rows[0]["tokens_per_s"]
