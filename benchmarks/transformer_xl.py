@@ -226,8 +226,9 @@ def write(args, bpc_rows, recall_rows, speed_rows, scored, sweep_rows):
             "steps": args.steps, "recall_steps": args.recall_steps, "batch": args.batch, "lr": args.lr,
             "segment": args.segment, "memory": args.memory, "d_model": args.d_model, "n_layer": 2,
             "eval_segments": args.eval_segments, "eval_batches": args.eval_batches}
-    shared = (f"Shared {meta['cores']}-core {meta['machine']} CPU (load average {load:.1f}), BLAS on "
-              f"one thread; timings are noisy, compare the ratios.") if load is not None else ""
+    shared = (f"Times are CPU seconds of the process (BLAS on one thread) on a shared {meta['cores']}-core "
+              f"{meta['machine']} machine (load average {load:.1f}): less disturbed by other jobs than "
+              "wall-clock time, still noisy; compare the ratios.") if load is not None else ""
     md = [f"Bits per character on the built-in corpus (validation, {args.eval_batches} x {args.batch} windows "
           f"of {args.eval_segments * args.segment} characters, the same for every model). 2 layers, width "
           f"{args.d_model}, {args.steps} steps x batch {args.batch}, lr {args.lr}. {shared}", "",
@@ -247,8 +248,8 @@ def write(args, bpc_rows, recall_rows, speed_rows, scored, sweep_rows):
            "| method | tokens / s | speed-up vs sliding window | bits per character |", "| --- | --- | --- | --- |"]
     spd += [f"| {r['method']} | {r['tokens_per_s']:,.0f} | {r['speedup_vs_sliding_window']:.1f}x | {r['bpc']:.3f} |"
             for r in speed_rows]
-    spd += ["", f"The same at longer contexts L (untrained models, speed only; {2 * args.sweep_tokens} scored "
-            f"tokens, one run each). XL reads segments of {args.segment} with a memory of L - {args.segment}, "
+    spd += ["", f"The same at longer contexts L (untrained models, speed only; 2 streams, {2 * args.sweep_tokens} "
+            f"scored tokens, one short run each, so a rougher estimate than the table above). XL reads segments of {args.segment} with a memory of L - {args.segment}, "
             "or decodes with a cache of L - 1.", "",
             "| context L | sliding-window GPT (tokens / s) | XL segments (tokens / s) | XL cached (tokens / s) "
             "| XL segments vs sliding | XL cached vs sliding |", "| --- | --- | --- | --- | --- | --- |"]
