@@ -249,8 +249,8 @@ def write(args, bpc_rows, recall_rows, speed_rows, scored, sweep_rows):
     spd += [f"| {r['method']} | {r['tokens_per_s']:,.0f} | {r['speedup_vs_sliding_window']:.1f}x | {r['bpc']:.3f} |"
             for r in speed_rows]
     spd += ["", f"The same at longer contexts L (untrained models, speed only; 2 streams, {2 * args.sweep_tokens} "
-            f"scored tokens, one short run each, so a rougher estimate than the table above). XL reads segments of {args.segment} with a memory of L - {args.segment}, "
-            "or decodes with a cache of L - 1.", "",
+            f"scored tokens, one short run each, so a rougher estimate than the table above). XL reads "
+            f"segments of {args.segment} with a memory of L - {args.segment}, or decodes with a cache of L - 1.", "",
             "| context L | sliding-window GPT (tokens / s) | XL segments (tokens / s) | XL cached (tokens / s) "
             "| XL segments vs sliding | XL cached vs sliding |", "| --- | --- | --- | --- | --- | --- |"]
     spd += [f"| {r['context']} | {r['sliding_tokens_per_s']:,.0f} | {r['segments_tokens_per_s']:,.0f} | "

@@ -149,8 +149,9 @@ class TransformerXL(Model):
 
     def check_memory(self, memory, batch_size: int) -> None:
         if not isinstance(memory, (list, tuple)) or len(memory) != len(self.blocks):
+            got = f"a {type(memory).__name__}" + (f" of length {len(memory)}" if hasattr(memory, "__len__") else "")
             raise ValueError(f"{type(self).__name__}: memory must be a list of {len(self.blocks)} arrays "
-                             f"(one per layer), got {type(memory).__name__} of length {len(memory) if hasattr(memory, '__len__') else '?'}")
+                             f"(one per layer), got {got}")
         w = self.wte.weight
         for i, m in enumerate(memory):
             check_array(m, f"memory of layer {i}", ndim=3, last_dim=self.config.d_model, dtype=w.dtype,
