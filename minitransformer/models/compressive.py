@@ -97,8 +97,7 @@ class CompressiveTransformer(TransformerXL):
         """Like TransformerXL.forward_segment; every layer attends over [cmem; mem; segment]. In
         training (a forward that keeps its cache) the attention-reconstruction loss of the memories
         this segment evicts is computed too (self.reconstruction_loss) and trained by backward."""
-        c = self.config
-        mem_len = c.mem_len if mem_len is None else mem_len
+        mem_len = self.memory_length(mem_len)
         B, T = idx.shape
         memory = self.empty_memory(B) if memory is None else memory
         self.check_memory(memory, B)

@@ -160,6 +160,13 @@ class TransformerXL(Model):
                 raise ValueError(f"memory of layer {i}: expected (B={batch_size}, M={memory[0].shape[1]}, C), "
                                  f"got {tuple(m.shape)}")
 
+    def memory_length(self, mem_len) -> int:
+        """The memory to keep: config.mem_len, or a given int >= 0 (evaluation may use more)."""
+        mem_len = self.config.mem_len if mem_len is None else mem_len
+        if isinstance(mem_len, bool) or not isinstance(mem_len, int) or mem_len < 0:
+            raise ValueError(f"{type(self).__name__}: mem_len must be an int >= 0, got {mem_len!r}")
+        return mem_len
+
     def relative_embeddings(self, n_keys: int):
         """R: sinusoidal embeddings of the distances n_keys-1, ..., 1, 0 (row c: distance n_keys-1-c).
         Row t of the table does not depend on its length, so one table, grown when needed, serves
@@ -178,9 +185,7 @@ class TransformerXL(Model):
         """Read one segment idx (B, T) after `memory` (None: none). Returns (logits (B,T,V), loss,
         new memory): per layer the last mem_len (default config.mem_len) rows of [memory; input]."""
         c = self.config
-        mem_len = c.mem_len if mem_len is None else mem_len
-        if isinstance(mem_len, bool) or not isinstance(mem_len, int) or mem_len < 0:
-            raise ValueError(f"{type(self).__name__}: mem_len must be an int >= 0, got {mem_len!r}")
+        mem_len = self.memory_length(mem_len)
         check_token_ids(idx, f"{type(self).__name__} input idx", c.vocab_size)
         check_array(idx, f"{type(self).__name__} input idx", ndim=2, device=self.wte.weight.device)
         B, T = idx.shape
