@@ -236,3 +236,25 @@ def test_cli_trains_resumes_and_generates(tmp_path, capsys, family):
     assert "resuming from step 4" in printed and "--- sample 1 ---" in printed
     assert main(["generate", "--checkpoint", str(out), "--prompt", "hola", "--max-new-tokens", "40"]) == 0
     assert "hola" in capsys.readouterr().out
+
+
+def test_a_window_trains_segment_by_segment_with_memory(device):
+    """forward_backward on a window (x, y) of two segments: the loss is the mean over both, and the
+    gradient that of reading them in order with memory, each segment weighted by its share."""
+    text = "".join(chr(97 + (i * 7) % 26) for i in range(600))
+    task = SegmentLMTask.from_text(text, segment_len=4, val_fraction=0.2, eval_segments=2)
+    model = TransformerXL(task.adapt(TransformerXLConfig(segment_len=4, mem_len=4, n_layer=1, n_head=1,
+                                                         d_model=8)), seed=1).to(device, "float64")
+    x, y = task.windows("train", 2, np.random.default_rng(0))
+    model.zero_grad()
+    loss = task.forward_backward(model, (x, y))
+    got = [backend.to_numpy(p.grad).copy() for p in model.parameters()]
+    model.zero_grad()
+    xd, yd = backend.to_device(x, device), backend.to_device(y, device)
+    _, l1, memory = model.forward_segment(xd[:, :4], None, yd[:, :4])
+    model.backward(dloss=0.5)
+    _, l2, _ = model.forward_segment(xd[:, 4:], memory, yd[:, 4:])
+    model.backward(dloss=0.5)
+    assert loss == pytest.approx((float(l1) + float(l2)) / 2, rel=1e-12)
+    for g, p in zip(got, model.parameters()):
+        np.testing.assert_allclose(g, backend.to_numpy(p.grad), rtol=1e-10, atol=1e-14)
