@@ -243,8 +243,9 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
 
     out_dir: where checkpoints (last and best) and metrics.jsonl go (None: nothing is written).
     resume: continue from the last checkpoint in out_dir, exactly (same batches, dropout masks and
-    random features as a run that was never stopped). hooks: hook(model) after every optimizer step
-    (a pruning mask, say); callback(step, model) after the hooks. stop_after: end after that many
+    random features as a run that was never stopped; a task that keeps state across steps, such as
+    the memory of consecutive segments, starts it afresh in ``task.begin_training``). hooks:
+    hook(model) after every optimizer step (a pruning mask, say); callback(step, model) after the hooks. stop_after: end after that many
     steps in total, as if interrupted (the schedule stays that of cfg.steps). meta: extra entries for
     the checkpoints (a compression description, say).
     """
