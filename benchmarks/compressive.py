@@ -6,7 +6,7 @@ of M per layer reaches at most 2 segments back with 2 layers (each layer's memor
 previous segment only), so for lag >= 3 it is at chance, 1 / n_values (computed here). The
 Compressive Transformer has the same M plus N_cm compressed slots of c memories each, which reach
 c * N_cm tokens further: the value is inside that range. Trained for the same steps, batch and
-learning rate, from the same seed, with mean pooling and with the strided convolution; a
+learning rate and seeds, with mean pooling and with the strided convolution; a
 Transformer-XL whose uncompressed memory is long enough (M + c * N_cm) is the reference for what
 a lossless memory of that reach does. Also measured: the attention-reconstruction loss of the
 compressed memory at the end of training (mean pooling has nothing to train; the convolution
@@ -77,20 +77,25 @@ def run(args):
               M + n_cm + T),
              (f"Transformer-XL, memory {M + c * n_cm} (lossless reference)", TransformerXL,
               TransformerXLConfig(mem_len=M + c * n_cm, **size), M + c * n_cm + T)]
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.lr / 10,
-                      warmup=max(args.steps // 20, 1), eval_interval=args.steps, eval_iters=1, num_samples=0,
-                      weight_decay=0.0, threads=1)
     rows = []
     for label, cls, config, keys in specs:
-        model = cls(task.adapt(config), seed=0)
-        t = time.process_time()
-        fit(model, task, cfg, progress=False, log=lambda *_: None)
-        step_s = (time.process_time() - t) / args.steps
-        row = {"model": label, "accuracy": task.accuracy(model, batches=8), "chance": task.chance_accuracy(),
-               "keys_per_query": keys, "step_s": step_s,
-               "reconstruction_loss": reconstruction_loss(model, task) if cls is CompressiveTransformer else None}
+        accuracies, times, recon = [], [], []
+        for seed in range(args.seeds):                                # weights and batches both follow the seed
+            cfg = TrainConfig(steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.lr / 10,
+                              warmup=max(args.steps // 20, 1), eval_interval=args.steps, eval_iters=1,
+                              num_samples=0, weight_decay=0.0, threads=1, seed=seed)
+            model = cls(task.adapt(config), seed=seed)
+            t = time.process_time()
+            fit(model, task, cfg, progress=False, log=lambda *_: None)
+            times.append((time.process_time() - t) / args.steps)
+            accuracies.append(task.accuracy(model, batches=8))
+            if cls is CompressiveTransformer:
+                recon.append(reconstruction_loss(model, task))
+        row = {"model": label, "accuracy": float(np.mean(accuracies)), "accuracy_per_seed": accuracies,
+               "chance": task.chance_accuracy(), "keys_per_query": keys, "step_s": float(np.mean(times)),
+               "reconstruction_loss": float(np.mean(recon)) if recon else None}
         rows.append(row)
-        print(f"{label:62s} accuracy {row['accuracy']:.3f}  {step_s * 1e3:.1f} ms/step")
+        print(f"{label:62s} accuracy {', '.join(f'{a:.3f}' for a in accuracies)}  {row['step_s'] * 1e3:.1f} ms/step")
     for r in rows:
         r["step_time_vs_xl"] = r["step_s"] / rows[0]["step_s"]
     return task, rows
@@ -109,12 +114,13 @@ def main():
     ap.add_argument("--lag", type=int, default=4, help="segments between a value and its question")
     ap.add_argument("--values", type=int, default=8, help="n_values (chance = 1 / n_values)")
     ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per model (weights and batches)")
     ap.add_argument("--quick", action="store_true", help="a few steps (a smoke test)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     if args.quick:
-        args.steps = 10
+        args.steps, args.seeds = 10, 1
     distance = args.lag * args.segment
     reach_xl = 2 * args.segment + args.segment - 1
     if not reach_xl < distance <= args.memory + args.rate * args.cmem + args.segment:
@@ -125,17 +131,20 @@ def main():
     meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cores": os.cpu_count(),
             "load_average_1min": load, "steps": args.steps, "batch": args.batch, "lr": args.lr,
             "segment": args.segment, "memory": args.memory, "cmem": args.cmem, "rate": args.rate,
-            "lag": args.lag, "distance": distance, "n_values": args.values, "d_model": args.d_model}
+            "lag": args.lag, "distance": distance, "n_values": args.values, "d_model": args.d_model,
+            "seeds": args.seeds}
     md = [f"Recall of a value {distance} tokens back (one value per segment of {args.segment}, asked {args.lag} "
           f"segments later; {args.values} values, chance {task.chance_accuracy():.3f}). 2 layers, width "
-          f"{args.d_model}, {args.steps} steps x batch {args.batch}, lr {args.lr}, seed 0. Step times: CPU time "
+          f"{args.d_model}, {args.steps} steps x batch {args.batch}, lr {args.lr}, seeds 0 to {args.seeds - 1} "
+          "(the mean, and each seed in brackets; the reconstruction loss and step time are means). Step times: CPU time "
           f"of the process on a shared {meta['cores']}-core {meta['machine']} machine (load average {load:.1f}), "
           "BLAS on one thread.", "",
           "| model | keys per query | recall accuracy | chance | reconstruction loss | step time vs XL |",
           "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         rec = "-" if r["reconstruction_loss"] is None else f"{r['reconstruction_loss']:.4f}"
-        md.append(f"| {r['model']} | {r['keys_per_query']} | {r['accuracy']:.3f} | {r['chance']:.3f} | {rec} "
+        seeds = ", ".join(f"{a:.3f}" for a in r["accuracy_per_seed"])
+        md.append(f"| {r['model']} | {r['keys_per_query']} | {r['accuracy']:.3f} ({seeds}) | {r['chance']:.3f} | {rec} "
                   f"| {r['step_time_vs_xl']:.2f} |")
     text = "\n".join(md) + "\n"
     print(text)
