@@ -136,8 +136,8 @@ def main():
     md = [f"Recall of a value {distance} tokens back (one value per segment of {args.segment}, asked {args.lag} "
           f"segments later; {args.values} values, chance {task.chance_accuracy():.3f}). 2 layers, width "
           f"{args.d_model}, {args.steps} steps x batch {args.batch}, lr {args.lr}, seeds 0 to {args.seeds - 1} "
-          "(the mean, and each seed in brackets; the reconstruction loss and step time are means). Step times: CPU time "
-          f"of the process on a shared {meta['cores']}-core {meta['machine']} machine (load average {load:.1f}), "
+          "(the mean, and each seed in brackets; the reconstruction loss and step time are means). Step "
+          f"times: CPU time of the process on a shared {meta['cores']}-core {meta['machine']} machine (load average {load:.1f}), "
           "BLAS on one thread.", "",
           "| model | keys per query | recall accuracy | chance | reconstruction loss | step time vs XL |",
           "| --- | --- | --- | --- | --- | --- |"]
