@@ -291,7 +291,7 @@ def _gradcheck_xl_case(device: str, n_head: int, T: int, M: int, label: str):
     with model.no_grad():                                             # a first segment fills the memory
         _, _, memory = model.forward_segment(ids[:, :T], None)
     idx, targets = ids[:, T:2 * T], ids[:, T + 1:2 * T + 1]
-    return check_module(f"models.TransformerXL[{label}]", model, [idx, targets],
+    return check_module(f"models.TransformerXL_xl[{label}]", model, [idx, targets],
                         run=lambda m, i, y: m.forward_segment(i, memory, y)[1],
                         backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=8)
 
