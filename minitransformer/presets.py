@@ -11,6 +11,8 @@
   ``default``, ``tiny``.
 * ``classifier`` (an encoder read out at [CLS], on the long-range retrieval task of
   ``data/long_range.py``): ``default``, ``tiny``.
+* ``xl`` (Transformer-XL) and ``compressive`` (the Compressive Transformer): text read in
+  consecutive segments with memory (``tasks/segments.py``): ``default``, ``tiny``.
 
 A configuration file (TOML or JSON) may name a ``family`` and a ``preset`` to start from, then change
 fields in ``[model]`` and ``[train]``:
@@ -32,9 +34,11 @@ from pathlib import Path
 
 from .config import replace
 from .models.classifier import ClassifierConfig
+from .models.compressive import CompressiveConfig
 from .models.gpt import GPTConfig
 from .models.lstm import LSTMConfig
 from .models.seq2seq import Seq2SeqConfig
+from .models.transformer_xl import TransformerXLConfig
 from .train import TrainConfig
 
 PRESETS = {
@@ -98,8 +102,37 @@ PRESETS = {
                         eval_iters=4, sample_tokens=40),
         ),
     },
+    # --8<-- [start:memory_presets]
+    "xl": {
+        "default": (
+            TransformerXLConfig(segment_len=32, mem_len=32, n_layer=2, n_head=4, d_model=64),
+            TrainConfig(steps=1500, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=50, eval_interval=250,
+                        eval_iters=8),
+        ),
+        "tiny": (
+            TransformerXLConfig(segment_len=16, mem_len=16, n_layer=2, n_head=2, d_model=32),
+            TrainConfig(steps=60, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5, eval_interval=30,
+                        eval_iters=2, sample_tokens=40),
+        ),
+    },
+    "compressive": {
+        "default": (
+            CompressiveConfig(segment_len=32, mem_len=32, cmem_len=16, compression_rate=4, n_layer=2,
+                              n_head=4, d_model=64),
+            TrainConfig(steps=1500, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=50, eval_interval=250,
+                        eval_iters=8),
+        ),
+        "tiny": (
+            CompressiveConfig(segment_len=16, mem_len=16, cmem_len=8, compression_rate=4, n_layer=2,
+                              n_head=2, d_model=32),
+            TrainConfig(steps=60, batch_size=8, lr=3e-3, min_lr=3e-4, warmup=5, eval_interval=30,
+                        eval_iters=2, sample_tokens=40),
+        ),
+    },
+    # --8<-- [end:memory_presets]
 }
-TEXT_FAMILIES = ("gpt", "lstm")
+MEMORY_FAMILIES = ("xl", "compressive")    # read text in consecutive segments, memory carried
+TEXT_FAMILIES = ("gpt", "lstm") + MEMORY_FAMILIES
 
 
 def read_config_file(path) -> dict:
@@ -153,6 +186,11 @@ def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokeniz
     """The task a family trains on by default: text for GPT (a file, or the built-in corpus),
     the synthetic reversal task for seq2seq."""
     from .tasks import CausalLMTask, ReverseTask
+    if family in MEMORY_FAMILIES:
+        from .data.corpus import default_corpus, load_text
+        from .tasks.segments import SegmentLMTask
+        text = load_text(data) if data else default_corpus()
+        return SegmentLMTask.from_text(text, model_cfg.segment_len, train_cfg.val_fraction, tokenizer)
     if family in TEXT_FAMILIES:
         from .data.corpus import default_corpus, load_text
         text = load_text(data) if data else default_corpus()

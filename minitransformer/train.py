@@ -144,6 +144,11 @@ def _replica(description: dict, dtype: str):
 def _data_parallel(model, task, cfg: TrainConfig, positions: int):
     """What splits each batch: worker processes (cfg.workers > 1), threads (on the CPU, cfg.threads,
     0 meaning `thread_parallel.auto_threads`), or nothing (None). `positions`: per sequence."""
+    if not getattr(task, "splittable", True):                  # its rows carry state (a memory)
+        if cfg.workers > 1 or cfg.threads > 1:
+            raise ValueError(f"task {task.name!r} keeps state along each batch row (a memory across "
+                             "segments) and cannot split its batches: use workers = 1 and threads <= 1")
+        return None
     if cfg.workers > 1:
         if model.device != "cpu":
             raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
@@ -238,8 +243,9 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
 
     out_dir: where checkpoints (last and best) and metrics.jsonl go (None: nothing is written).
     resume: continue from the last checkpoint in out_dir, exactly (same batches, dropout masks and
-    random features as a run that was never stopped). hooks: hook(model) after every optimizer step
-    (a pruning mask, say); callback(step, model) after the hooks. stop_after: end after that many
+    random features as a run that was never stopped; a task that keeps state across steps, such as
+    the memory of consecutive segments, starts it afresh in ``task.begin_training``). hooks:
+    hook(model) after every optimizer step (a pruning mask, say); callback(step, model) after the hooks. stop_after: end after that many
     steps in total, as if interrupted (the schedule stays that of cfg.steps). meta: extra entries for
     the checkpoints (a compression description, say).
     """
@@ -249,7 +255,7 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, cfg)
     rng = np.random.default_rng(cfg.seed)                       # draws the training batches
-    probe = task.batch("train", cfg.batch_size, np.random.default_rng(0))
+    probe = task.train_batch(0, cfg.batch_size, np.random.default_rng(0))
     parallel = _data_parallel(model, task, cfg, probe[0].size // cfg.batch_size)
     start_step, best_val = 0, float("inf")
     if resume:
@@ -259,6 +265,7 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
             if parallel is not None:                           # no worker processes left behind
                 parallel.close()
             raise
+    task.begin_training(model)                                 # a memory across segments starts empty
     has_val = "val" in task.splits
     baseline = task.baseline()
     log(f"model: {model.kind}, {model.num_parameters():,} parameters | {task.describe()}"
@@ -279,8 +286,8 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
             for step in bar:
                 optimizer.lr = learning_rate(step, cfg, d_model)
                 step_loss = 0.0
-                for _ in range(cfg.grad_accum):                   # gradients add up over micro-batches
-                    batch = task.batch("train", cfg.batch_size, rng)
+                for micro in range(cfg.grad_accum):               # gradients add up over micro-batches
+                    batch = task.train_batch(step * cfg.grad_accum + micro, cfg.batch_size, rng)
                     if parallel is not None:                      # split over processes or threads
                         loss = parallel.forward_backward(batch, dloss=1.0 / cfg.grad_accum)
                     elif on_host:

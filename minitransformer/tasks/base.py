@@ -3,7 +3,11 @@
 The training loop (``train.fit``) runs any task on any model. A task provides
 
 * ``batch(split, batch_size, rng)``: a tuple of host arrays whose first axis is the batch (``split``
-  is ``"train"`` or ``"val"``; ``splits`` says which exist);
+  is ``"train"`` or ``"val"``; ``splits`` says which exist); the training loop asks
+  ``train_batch(index, batch_size, rng)`` for its micro-batch number ``index`` (by default a fresh
+  ``batch("train", ...)``; a task whose batches continue each other, such as consecutive segments
+  for a model with memory, uses the index) and calls ``begin_training(model)`` once before its
+  first step, fresh or resumed; ``splittable = False`` keeps a batch whole (no threads or workers);
 * ``forward_backward(model, batch, dloss)``: the batch's mean loss (a float), its gradient times
   ``dloss`` added into the model's ``Parameter.grad``; ``loss(model, batch)``: the loss alone;
 * ``counted(batch)``: how many targets the batch's mean runs over (a data-parallel split weighs each
@@ -27,9 +31,17 @@ class Task:
 
     name = "task"
     splits = ("train", "val")
+    splittable = True       # False: the rows of a batch carry state and may not be split up
 
     def batch(self, split: str, batch_size: int, rng):
         raise NotImplementedError
+
+    def train_batch(self, index: int, batch_size: int, rng):
+        """The training loop's micro-batch number `index` (step * grad_accum + micro-batch)."""
+        return self.batch("train", batch_size, rng)
+
+    def begin_training(self, model) -> None:
+        """Called once before the first training step (also on resume); by default nothing."""
 
     def adapt(self, config):
         """The model config this task trains (by default the one given)."""
