@@ -10,7 +10,7 @@
 * ``classifier`` (an encoder read out at [CLS], on the long-range retrieval task of
   ``data/long_range.py``): ``default``, ``tiny``.
 * ``vit`` (the Vision Transformer, 4x4 patches of scikit-learn's 8x8 digits, stratified 80/20):
-  ``default`` (a few seconds), ``tiny``. ``--data`` names the image set: ``digits`` (the default)
+  ``default`` (about 15 s on one core), ``tiny``. ``--data`` names the image set: ``digits`` (the default)
   or ``shapes`` (generated, no scikit-learn needed).
 
 A configuration file (TOML or JSON) may name a ``family`` and a ``preset`` to start from, then change
@@ -92,8 +92,8 @@ PRESETS = {
         "default": (
             ViTConfig(patch_size=4, n_layer=2, n_head=4, d_model=64, dropout=0.1),
             # threads=1: five tokens per image are too few for threads to pay (auto_threads counts pixels)
-            TrainConfig(steps=1000, batch_size=64, lr=3e-3, min_lr=3e-4, warmup=50, weight_decay=0.05,
-                        eval_interval=250, eval_iters=4, num_samples=0, threads=1),
+            TrainConfig(steps=2000, batch_size=64, lr=3e-3, min_lr=3e-4, warmup=50, weight_decay=0.05,
+                        eval_interval=500, eval_iters=4, num_samples=0, threads=1),
         ),
         "tiny": (
             ViTConfig(patch_size=4, n_layer=1, n_head=2, d_model=16),
