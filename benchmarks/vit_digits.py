@@ -235,7 +235,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3, help="training seeds per patch size (default 3)")
     ap.add_argument("--quick", action="store_true", help="one seed, 200 steps (a smoke run)")
+    ap.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     ap.add_argument("--eval-every", type=int, default=100, help="steps between test-accuracy points")
+    ap.add_argument("--figure-images", type=int, default=6, help="test digits in the attention figure")
     ap.add_argument("--threads", type=int, default=1, help="BLAS threads (read by _blas_threads)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--out", type=Path, default=OUT, help="directory for the tables (default: docs/benchmarks)")
@@ -243,7 +245,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     _, model_cfg, train_cfg = load_run_config("vit", "default")
     if args.quick:
-        args.seeds, train_cfg = 1, replace(train_cfg, {"steps": 200}, "--quick")
+        args.seeds, args.steps = 1, 200
+    if args.steps:
+        train_cfg = replace(train_cfg, {"steps": args.steps}, "--steps")
     task = ImageClassificationTask.named("digits")
     data = task.data
     load_before = os.getloadavg()[0]
@@ -284,7 +288,7 @@ def main(argv=None):
     (args.out / "vit_digits_curve.md").write_text(curve)
     args.figures.mkdir(parents=True, exist_ok=True)
     models = {r["patch_size"]: r["model"] for r in runs if r["seed"] == 0 and r["patch_size"] in (2, 4)}
-    plot_attention(models, data, args.figures / "vit_cls_attention.png")
+    plot_attention(models, data, args.figures / "vit_cls_attention.png", args.figure_images)
     plot_curves(runs, base, args.figures / "vit_accuracy_time.png")
     plot_positions(models[2], args.figures / "vit_positions.png")
     print(f"wrote {args.out}/vit_digits.json, vit_digits.md, vit_digits_curve.md and "
