@@ -23,5 +23,7 @@ def test_vit_digits_benchmark_writes_its_results(tmp_path, monkeypatch):
     assert {b["label"].split(" ")[0] for b in result["baselines"]} == {"SVC", "logistic"}
     assert len(result["runs"][0]["curve"]) == 2                       # steps 10 and 20
     assert "| ViT, 2x2 patches | 17 | 4 |" in (tmp_path / "vit_digits.md").read_text()
+    assert [(r["patch_size"], r["block"]) for r in result["attention_on_ink"]] == [(2, 1), (2, 2), (4, 1), (4, 2)]
+    assert "| 2x2 | 1 |" in (tmp_path / "vit_digits_attention.md").read_text()
     for name in ("vit_cls_attention.png", "vit_accuracy_time.png", "vit_positions.png"):
         assert (tmp_path / name).stat().st_size > 0
