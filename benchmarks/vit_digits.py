@@ -180,7 +180,20 @@ def attention_on_ink(model, data, ink: float = 0.1) -> list[dict]:
     return rows
 
 
-def attention_table(rows) -> str:
+def position_similarity(model) -> dict:
+    """Mean cosine similarity of the learned patch positions between grid neighbours (sharing an
+    edge) and between all other pairs of distinct patches ([CLS]'s row left out)."""
+    pos = model.tokens.pos.data[1:]                                    # (N, C)
+    unit = pos / np.linalg.norm(pos, axis=1, keepdims=True)
+    sim = unit @ unit.T                                                # (N, N)
+    side = int(round(np.sqrt(len(pos))))
+    rows, cols = np.divmod(np.arange(len(pos)), side)                  # grid place of each patch
+    apart = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])   # (N, N) city-block
+    return {"patch_size": model.config.patch_size, "neighbours": float(sim[apart == 1].mean()),
+            "others": float(sim[apart > 1].mean())}
+
+
+def attention_table(rows, positions) -> str:
     md = ["Where [CLS] looks: the share of its attention over the patches (mean over heads and all test "
           "images, seed 0) that falls on patches with ink (mean pixel > 0.1), beside the share of such "
           "patches (what uniform attention would give), and the weight [CLS] gives itself.", "",
@@ -190,6 +203,10 @@ def attention_table(rows) -> str:
         P = r["patch_size"]
         md.append(f"| {P}x{P} | {r['block']} | {r['attention_on_ink']:.3f} | {r['ink_patches']:.3f} "
                   f"| {r['cls_self']:.3f} |")
+    md += ["", "The learned positions (seed 0): mean cosine similarity between the positions of patches that "
+           "share an edge on the grid, and between all other pairs.", "",
+           "| patches | grid neighbours | other pairs |", "| --- | ---: | ---: |"]
+    md += [f"| {p['patch_size']}x{p['patch_size']} | {p['neighbours']:.3f} | {p['others']:.3f} |" for p in positions]
     return "\n".join(md) + "\n"
 
 
@@ -318,12 +335,13 @@ def main(argv=None):
     within_wall = head["test_accuracy"] >= TARGET and head["train_wall_s"] < BUDGET_S
     models = {r["patch_size"]: r["model"] for r in runs if r["seed"] == 0 and r["patch_size"] in (2, 4)}
     ink = [row for P in sorted(models) for row in attention_on_ink(models[P], data)]
+    positions = [position_similarity(models[P]) for P in sorted(models)]
     result = {"test_accuracy": head["test_accuracy"], "target": TARGET, "budget_s": BUDGET_S,
               "target_met": bool(within), "target_met_wall_clock": bool(within_wall),
               "train_cpu_s": head["train_cpu_s"], "train_wall_s": head["train_wall_s"],
-              "meta": meta, "ablation": rows, "baselines": base, "attention_on_ink": ink,
+              "meta": meta, "ablation": rows, "baselines": base, "attention_on_ink": ink, "position_similarity": positions,
               "runs": [{k: v for k, v in r.items() if k != "model"} for r in runs]}
-    text, curve, looks = table(meta, rows, base), curve_table(runs, args.eval_every), attention_table(ink)
+    text, curve, looks = table(meta, rows, base), curve_table(runs, args.eval_every), attention_table(ink, positions)
     print(text)
     print(curve)
     print(looks)
