@@ -47,7 +47,8 @@ def _add_train(sub):
     p.add_argument("--preset", help="named configuration of that family (default: default)")
     p.add_argument("--config", metavar="FILE", help="TOML or JSON file with family, preset, [model] and [train]")
     p.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (text models; default: the "
-                   "built-in corpus of Python standard-library docstrings)")
+                   "built-in corpus of Python standard-library docstrings); for vit the image set: digits "
+                   "(default, needs scikit-learn) or shapes (generated)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
     p.add_argument("--steps", type=int, help="total number of optimizer steps (on --resume too: the run "
                    "continues up to this step)")
@@ -69,7 +70,7 @@ def _add_train(sub):
 
 def _run_train(args):
     from .generate import check_sampling, sample_texts
-    from .presets import TEXT_FAMILIES, load_run_config, start_run
+    from .presets import IMAGE_FAMILIES, TEXT_FAMILIES, load_run_config, start_run
 
     overrides = {"model": {}, "train": {}}
     for key, section in (("steps", "train"), ("batch_size", "train"), ("lr", "train"), ("seed", "train"),
@@ -85,6 +86,8 @@ def _run_train(args):
     preset = args.preset or "default"
     out = args.out or (f"runs/{preset}" if family == "gpt" else f"runs/{family}-{preset}")
     source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")
+    if family in IMAGE_FAMILIES:
+        source = f"the image set {args.data or 'digits'}"
     print(f"training {family} on {source}, device {args.device}, output {out}")
     result = start_run(family, model_cfg, train_cfg, args.data, out_dir=out, device=args.device,
                        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
@@ -94,6 +97,8 @@ def _run_train(args):
         extra = f" (baseline {baseline:.4f})" if baseline is not None else ""
         print(f"\nfinal validation loss {final['val_loss']:.4f}{extra}; best {result['best_val_loss']:.4f}; "
               f"checkpoints in {out}")
+        if "test_accuracy" in final:
+            print(f"test accuracy {final['test_accuracy']:.4f} (the final model, every test image)")
     tokenizer = getattr(result["task"], "tokenizer", None)
     if result["model"].can_generate and tokenizer is not None:
         samples = sample_texts(result["model"], tokenizer, train_cfg.num_samples, train_cfg.sample_tokens,
