@@ -27,6 +27,7 @@ the formulas of the chapter.
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 
 from .. import backend
@@ -168,6 +169,7 @@ class MPIWorld(Communicator):
         local_rank, local_size = node.Get_rank(), node.Get_size()
         node.Free()
         super().__init__(self.comm.Get_rank(), self.comm.Get_size(), local_rank, local_size)
+        _abort_on_uncaught_exception(self.comm)
 
     # --8<-- [start:mpi_collectives]
     def _allreduce(self, array) -> None:
@@ -201,6 +203,18 @@ class MPIWorld(Communicator):
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+
+def _abort_on_uncaught_exception(comm) -> None:
+    """An exception that ends one rank would leave the others waiting forever in their next
+    collective: after printing it, abort the whole job (what ``python -m mpi4py`` does)."""
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        previous(kind, value, traceback)
+        sys.stderr.flush()
+        comm.Abort(1)
+    sys.excepthook = hook
 
 
 class _on_host:
