@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import copy
 
+from .. import backend
 from ..blocks import DecoderBlock, EncoderBlock
+from ..gradcheck import check_module, float64_inputs, register
 from ..nn.dropout import Dropout
 
 
@@ -74,3 +76,14 @@ def checkpoint_blocks(model) -> int:
                          "to recompute")
     return count
 # --8<-- [end:checkpoint_blocks]
+
+
+@register("distributed.RecomputedBlock")
+def _gradcheck_recomputed_block(device: str):
+    """A checkpointed encoder block: its backward (recompute, then the block's own) against
+    finite differences."""
+    block = EncoderBlock(8, 2, 16, rng=backend.host_rng(5))
+    checkpoint_blocks(block)
+    block.to(device, "float64")
+    (x,) = float64_inputs(device, 6, (2, 3, 8))
+    return [check_module("distributed.RecomputedBlock", block, [x], run=lambda m, a: m.forward(a, causal=True))]
