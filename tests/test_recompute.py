@@ -46,6 +46,9 @@ def test_a_recomputed_block_keeps_only_its_input():
         assert block.attn.cache is None and block.ffn.fc1.cache is None      # nothing kept
         assert block._recompute_inputs is not None
     model.backward()
+    for block in model.blocks:                     # the recomputed activations are dropped again
+        assert all(getattr(m, "cache", None) is None for m in block.modules())
+        assert block.attn.kernel.last_weights is None
     with pytest.raises(RuntimeError, match="no forward was kept"):
         model.blocks[0].backward(np.zeros((2, 8, 16)))
     with pytest.raises(ValueError, match="no encoder or decoder blocks"):

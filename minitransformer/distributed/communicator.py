@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections import defaultdict
 
 from .. import backend
@@ -43,23 +44,26 @@ class DistributedError(RuntimeError):
 
 class Traffic:
     """What a communicator moved: per collective, the number of calls and of array elements and
-    bytes handed to it (the payload of one rank, before the algorithm's own copies)."""
+    bytes handed to it (the payload of one rank, before the algorithm's own copies), and the
+    seconds spent inside it (on a GPU: the time to queue it, NCCL runs asynchronously)."""
 
     def __init__(self):
         self.calls, self.elements, self.bytes = defaultdict(int), defaultdict(int), defaultdict(int)
+        self.seconds = defaultdict(float)
 
-    def record(self, op: str, array) -> None:
+    def record(self, op: str, array, seconds: float = 0.0) -> None:
         self.calls[op] += 1
         self.elements[op] += int(array.size)
         self.bytes[op] += int(array.nbytes)
+        self.seconds[op] += seconds
 
     def reset(self) -> None:
-        for table in (self.calls, self.elements, self.bytes):
+        for table in (self.calls, self.elements, self.bytes, self.seconds):
             table.clear()
 
     def summary(self) -> dict:
-        return {op: {"calls": self.calls[op], "elements": self.elements[op], "bytes": self.bytes[op]}
-                for op in sorted(self.calls)}
+        return {op: {"calls": self.calls[op], "elements": self.elements[op], "bytes": self.bytes[op],
+                     "seconds": self.seconds[op]} for op in sorted(self.calls)}
 
 
 def _check_chunks(flat, out, size: int, what: str) -> None:
@@ -85,25 +89,29 @@ class Communicator:
 
     # -- array collectives (in place or into `out`) ---------------------------------------------------
     def allreduce_(self, array):
-        self.traffic.record("allreduce", array)
+        start = time.perf_counter()
         self._allreduce(array)
+        self.traffic.record("allreduce", array, time.perf_counter() - start)
         return array
 
     def reduce_scatter(self, flat, out):
         _check_chunks(flat, out, self.size, "reduce_scatter")
-        self.traffic.record("reduce_scatter", flat)
+        start = time.perf_counter()
         self._reduce_scatter(flat, out)
+        self.traffic.record("reduce_scatter", flat, time.perf_counter() - start)
         return out
 
     def allgather(self, chunk, out):
         _check_chunks(out, chunk, self.size, "allgather")
-        self.traffic.record("allgather", out)
+        start = time.perf_counter()
         self._allgather(chunk, out)
+        self.traffic.record("allgather", out, time.perf_counter() - start)
         return out
 
     def broadcast_(self, array, root: int = 0):
-        self.traffic.record("broadcast", array)
+        start = time.perf_counter()
         self._broadcast(array, root)
+        self.traffic.record("broadcast", array, time.perf_counter() - start)
         return array
 
     # -- Python objects and scalars (small: losses, counts, random states, checkpoint metadata) -------

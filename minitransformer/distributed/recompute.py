@@ -6,7 +6,7 @@ so on; for an $L$-block model all of them are alive at once, between the end of 
 backward of the first block. A *checkpointed* block keeps only its input $x$ (one $(B,T,C)$ array)
 during the forward, running it as in inference; its backward first runs the forward again, this
 time keeping the activations, then the ordinary backward, which frees them. At any moment at most
-one block's activations are alive: memory falls from about $L \cdot a$ to $L \cdot BTC + a$ (with
+one block's activations are alive (they are dropped after its backward): memory falls from about $L \cdot a$ to $L \cdot BTC + a$ (with
 $a$ one block's activations) for the price of one more forward per block, about a third more
 compute (Chen et al., 2016, "Training deep nets with sublinear memory cost").
 
@@ -48,8 +48,20 @@ class RecomputedBlock:
         for dropout, saved in generators:                        # the same masks as the first forward
             dropout._rng = saved
         super().forward(*inputs, **options)                      # again, keeping the activations
-        return super().backward(dy)                              # uses and frees them
+        dx = super().backward(dy)
+        _release_activations(self)                               # at most one block's alive at a time
+        return dx
     # --8<-- [end:recompute_backward]
+
+
+def _release_activations(block) -> None:
+    """Drop what the block's layers kept for their backward (their `cache`, and the attention
+    probabilities a dense kernel exposes as `last_weights`), now that the backward has used it."""
+    for module in block.modules():
+        if getattr(module, "cache", None) is not None:
+            module.cache = None
+        if "last_weights" in vars(module):                        # an attribute, not MHA's property
+            module.last_weights = None
 
 
 _classes: dict = {}
