@@ -27,6 +27,8 @@ def test_recomputed_blocks_give_the_same_gradients_with_dropout(device):
     plain = GPT(CFG, seed=2).to(device, "float64")
     checkpointed = copy.deepcopy(plain)
     assert checkpoint_blocks(checkpointed) == CFG.n_layer
+    assert checkpoint_blocks(checkpointed) == CFG.n_layer          # a second call changes nothing
+    assert type(checkpointed.blocks[0]).__mro__[2] is type(plain.blocks[0])
     assert list(checkpointed.state_dict()) == list(plain.state_dict())
     for _ in range(2):                                   # twice: the mask streams stay in step
         loss_a, a = _grads(plain, x, y)

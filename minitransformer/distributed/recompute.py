@@ -77,11 +77,13 @@ def recomputed_class(cls):
 # --8<-- [start:checkpoint_blocks]
 def checkpoint_blocks(model) -> int:
     """Turn every encoder and decoder block of `model` into one that recomputes its forward in
-    backward (in place: parameter names, state_dict and outputs are unchanged). Returns how many."""
+    backward (in place: parameter names, state_dict and outputs are unchanged); calling it again
+    changes nothing. Returns how many blocks recompute."""
     count = 0
     for module in model.modules():
-        if isinstance(module, (EncoderBlock, DecoderBlock)) and not isinstance(module, RecomputedBlock):
-            module.__class__ = recomputed_class(type(module))
+        if isinstance(module, (EncoderBlock, DecoderBlock)):
+            if not isinstance(module, RecomputedBlock):        # already recomputed: left as it is
+                module.__class__ = recomputed_class(type(module))
             count += 1
     if count == 0:
         raise ValueError(f"checkpoint_activations: {type(model).__name__} has no encoder or decoder blocks "
