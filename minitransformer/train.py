@@ -291,15 +291,15 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
             for step in bar:
                 optimizer.lr = learning_rate(step, cfg, d_model)
                 step_loss = 0.0
-                for _ in range(cfg.grad_accum):                   # gradients add up over micro-batches
-                    batch = task.batch("train", cfg.batch_size, rng)
+                batches = [task.batch("train", cfg.batch_size, rng) for _ in range(cfg.grad_accum)]
+                for batch, share in zip(batches, _shares(task, batches)):   # gradients add up
                     if ranks is not None:                         # this rank's shard of the global batch
-                        loss = ranks.forward_backward(batch, 1.0 / cfg.grad_accum, run)
+                        loss = ranks.forward_backward(batch, share, run)
                     elif parallel is not None:                    # split over threads
-                        loss = parallel.forward_backward(batch, dloss=1.0 / cfg.grad_accum)
+                        loss = parallel.forward_backward(batch, dloss=share)
                     else:
-                        loss = run(model, batch, 1.0 / cfg.grad_accum)
-                    step_loss += loss / cfg.grad_accum
+                        loss = run(model, batch, share)
+                    step_loss += share * loss
                 if ranks is not None:
                     step_loss = ranks.reduce_loss(step_loss)      # the global batch's loss
                 _check_finite(step_loss, "the training loss", step + 1, out_dir)   # the one host sync
@@ -375,6 +375,14 @@ def partial_step(task, on_host: bool):
         with values_checked_on_host():
             return task.forward_backward(model, batch, dloss)
     return run
+
+
+def _shares(task, batches) -> list[float]:
+    """Each micro-batch's weight in the step's mean loss: its share n_k / N of the counted targets
+    (1/k each when all count the same), so that accumulation is exact with ignored targets too."""
+    counted = [task.counted(batch) for batch in batches]
+    total = sum(counted)
+    return [n / total for n in counted] if total else [1.0 / len(batches)] * len(batches)
 
 
 def _root_first(comm, action):

@@ -211,3 +211,33 @@ def test_nccl_all_reduce_smoke(device):
     gpus = backend.xp_for("cuda").cuda.runtime.getDeviceCount()
     done = mpiexec(min(2, gpus), HERE / "mpi" / "nccl_smoke.py")
     assert "nccl all-reduce ok" in done.stdout
+
+
+def test_accumulation_weighs_micro_batches_by_their_counted_targets():
+    """With ignored targets the micro-batches count different numbers of targets; weighted by
+    n_k / N, two micro-batches of 3 give the gradient of one batch of 6 (1/k each would not)."""
+    from minitransformer.models.model import IGNORE_INDEX
+    from minitransformer.tasks import CausalLMTask
+    from minitransformer.tasks.base import Task
+    from minitransformer.train import TrainConfig, fit
+
+    class SomeIgnored(CausalLMTask):
+        def batch(self, split, batch_size, rng):
+            x, y = super().batch(split, batch_size, rng)
+            y = y.copy()
+            y[x % 3 == 0] = IGNORE_INDEX                 # from the content: uneven counts per row
+            return x, y
+
+        counted = Task.counted                           # the targets that are not ignored
+
+    text = "the quick brown fox jumps over the lazy dog; " * 40
+    weights = []
+    for batch_size, accum in ((6, 1), (3, 2)):
+        task = SomeIgnored.from_text(text, 8, 0.1)
+        model = GPT(task.adapt(GPTConfig(block_size=8, n_layer=1, n_head=2, d_model=8, dropout=0.0)),
+                    seed=1).to("cpu", "float64")
+        cfg = TrainConfig(steps=3, batch_size=batch_size, grad_accum=accum, eval_interval=10, eval_iters=1,
+                          num_samples=0, threads=1, dtype="float64", warmup=0)
+        fit(model, task, cfg, progress=False, log=lambda *a: None)
+        weights.append({n: p.data.copy() for n, p in model.named_parameters()})
+    assert largest_difference(*weights) < 1e-12
