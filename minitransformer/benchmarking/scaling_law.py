@@ -28,7 +28,7 @@ from ..tasks import CausalLMTask
 from ..train import TrainConfig, fit
 from .output import output_dir, positive_int, save_plot
 
-WIDTHS = (16, 32, 64, 96)
+WIDTHS = (16, 32, 48, 64)
 
 
 def non_embedding_parameters(model) -> int:
@@ -87,8 +87,8 @@ def plot(runs: list, alpha: float, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=positive_int, default=400, help="optimizer steps per model")
-    parser.add_argument("--interval", type=positive_int, default=50, help="steps between validations")
+    parser.add_argument("--steps", type=positive_int, default=240, help="optimizer steps per model")
+    parser.add_argument("--interval", type=positive_int, default=40, help="steps between validations")
     parser.add_argument("--out", help="output directory for JSON and Markdown (default: current directory)")
     parser.add_argument("--figures", help="output directory for the figure (default: --out)")
     args = parser.parse_args(argv)
