@@ -61,6 +61,7 @@ def power_law(runs: list) -> float:
 
 def plot(runs: list, alpha: float, path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -77,6 +78,8 @@ def plot(runs: list, alpha: float, path: Path) -> None:
                color="C0", label=f"D = {runs[0]['tokens'][i]:,}" if i in (0, len(runs[0]["tokens"]) - 1) else None)
     b.set_xscale("log")
     b.set_yscale("log")
+    b.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
+    b.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.1f"))
     b.set_xlabel("non-embedding parameters N")
     b.set_title(f"loss against parameters (last budget: alpha_N = {alpha:.2f})")
     b.legend()
@@ -91,19 +94,25 @@ def main(argv=None) -> int:
     parser.add_argument("--interval", type=positive_int, default=40, help="steps between validations")
     parser.add_argument("--out", help="output directory for JSON and Markdown (default: current directory)")
     parser.add_argument("--figures", help="output directory for the figure (default: --out)")
+    parser.add_argument("--from-json", metavar="FILE", help="redraw the table and figure from a saved "
+                        "scaling_law.json instead of training")
     args = parser.parse_args(argv)
     out = output_dir(args.out)
     figures = Path(args.figures) if args.figures else out
     out.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for width in WIDTHS:
-        runs.append(run_one(width, args.steps, args.interval))
-        print(f"width {width}: N = {runs[-1]['non_embedding']:,}, loss {runs[-1]['val_loss'][-1]:.3f} "
-              f"({runs[-1]['seconds']:.0f} s)", flush=True)
-    alpha = power_law(runs)
-    result = {"runs": runs, "alpha_N": alpha, "steps": args.steps, "load": os.getloadavg()}
-    (out / "scaling_law.json").write_text(json.dumps(result, indent=1))
+    if args.from_json:
+        result = json.loads(Path(args.from_json).read_text())
+        runs, alpha = result["runs"], result["alpha_N"]
+    else:
+        runs = []
+        for width in WIDTHS:
+            runs.append(run_one(width, args.steps, args.interval))
+            print(f"width {width}: N = {runs[-1]['non_embedding']:,}, loss {runs[-1]['val_loss'][-1]:.3f} "
+                  f"({runs[-1]['seconds']:.0f} s)", flush=True)
+        alpha = power_law(runs)
+        result = {"runs": runs, "alpha_N": alpha, "steps": args.steps, "load": os.getloadavg()}
+        (out / "scaling_law.json").write_text(json.dumps(result, indent=1))
     budgets = runs[0]["tokens"]
     shown = [0, len(budgets) // 2, len(budgets) - 1]
     lines = ["| width | non-embedding parameters N | " + " | ".join(f"loss at D = {budgets[i]:,}" for i in shown) + " |",
