@@ -275,6 +275,8 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
         + (f" | baseline loss {baseline:.3f}" if baseline is not None else ""))
     if parallel is not None:
         log(f"each batch is split over {parallel}")
+    if cfg.zero_stage:
+        log(f"optimizer: {optimizer}")
 
     metrics = (out_dir / "metrics.jsonl").open("a") if out_dir and comm.is_root else None
     history, batch_losses = [], []

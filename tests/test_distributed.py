@@ -241,3 +241,21 @@ def test_accumulation_weighs_micro_batches_by_their_counted_targets():
         fit(model, task, cfg, progress=False, log=lambda *a: None)
         weights.append({n: p.data.copy() for n, p in model.named_parameters()})
     assert largest_difference(*weights) < 1e-12
+
+
+def test_bad_settings_are_refused_with_what_was_expected():
+    from minitransformer.distributed import DistributedDataParallel
+    from minitransformer.train import TrainConfig
+    with pytest.raises(ValueError, match="zero_stage must be 0 .* or 1"):
+        TrainConfig(zero_stage=2)
+    with pytest.raises(ValueError, match="needs optimizer"):
+        TrainConfig(zero_stage=1, optimizer="sgd")
+    with pytest.raises(ValueError, match="checkpoint_activations must be true or false"):
+        TrainConfig(checkpoint_activations="yes")
+    two = LocalWorld()
+    two.size = 2                                                    # rank 0 of two (collectives not used)
+    model = GPT(GPTConfig(vocab_size=7, block_size=4, n_layer=1, n_head=2, d_model=8))
+    ddp = DistributedDataParallel(model, two)
+    x = np.zeros((1, 4), int)
+    with pytest.raises(ValueError, match="global batch of 1 sequences cannot be split over 2 ranks"):
+        ddp.forward_backward((x, x))
