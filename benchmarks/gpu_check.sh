@@ -37,6 +37,9 @@ step tests 240 python -m pytest -q -p no:cacheprovider --device cuda -x --junitx
 step train_compare 150 python benchmarks/gpu_train_compare.py --out "$OUT" --steps 500
 step bench_train_step 60 python -m minitransformer bench train-step -- --device cuda --steps 20 --no-torch --out "$OUT"
 step bench_attention 100 python -m minitransformer bench attention -- --device cuda --quick --no-plot --out "$OUT"
+# NCCL through CuPy, one rank per GPU (at most 2): collectives and ZeRO-1 steps against the host (chapter 41)
+step nccl 60 mpiexec -n "$(python -c 'import cupy; print(min(2, cupy.cuda.runtime.getDeviceCount()))')" \
+    python tests/mpi/nccl_smoke.py
 
 {
     echo "# GPU check"

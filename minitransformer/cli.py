@@ -56,8 +56,11 @@ def _add_train(sub):
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--attention", help="attention kernel name, GPT only (see `minitransformer gradcheck --list`)")
     p.add_argument("--seed", type=int, help="random seed (weights, batches, dropout)")
-    p.add_argument("--workers", type=int, help="data-parallel worker processes on the CPU "
-                   "(they split each batch)")
+    p.add_argument("--workers", type=int, help=argparse.SUPPRESS)     # gone: refused with a pointer to mpiexec
+    p.add_argument("--zero", action="store_true", help="under mpiexec: shard AdamW's moments over the ranks "
+                   "(ZeRO-1)")
+    p.add_argument("--checkpoint-activations", action="store_true", help="recompute each block's forward in "
+                   "its backward: less memory, about a third more compute")
     p.add_argument("--threads", type=int, help="CPU threads that split each batch (default 0: one "
                    "per core when the model is large enough to gain, at most 4; 1: a single thread)")
     p.add_argument("--out", metavar="DIR", help="output directory for checkpoints and metrics "
@@ -74,9 +77,19 @@ def _run_train(args):
 
     overrides = {"model": {}, "train": {}}
     for key, section in (("steps", "train"), ("batch_size", "train"), ("lr", "train"), ("seed", "train"),
-                         ("workers", "train"), ("threads", "train"), ("attention", "model")):
+                         ("threads", "train"), ("attention", "model")):
         if getattr(args, key) is not None:
             overrides[section][key] = getattr(args, key)
+    if args.workers is not None:
+        raise ValueError("--workers is gone: data-parallel processes are MPI ranks now. Run "
+                         "`mpiexec -n N python -m minitransformer train ...` (pip install 'minitransformer[distributed]'); "
+                         "on one machine --threads N splits each batch over threads")
+    if args.zero:
+        overrides["train"]["zero_stage"] = 1
+    if args.checkpoint_activations:
+        overrides["train"]["checkpoint_activations"] = True
+    from .distributed import world
+    world(args.device)                         # under mpiexec: join the ranks (and pick this rank's GPU)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
     family, model_cfg, train_cfg = load_run_config(args.model, args.preset, args.config, overrides)
@@ -88,9 +101,12 @@ def _run_train(args):
     source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")
     if family in IMAGE_FAMILIES:
         source = f"the image set {args.data or 'digits'}"
-    print(f"training {family} on {source}, device {args.device}, output {out}")
+    if world(args.device).is_root:
+        print(f"training {family} on {source}, device {args.device}, output {out}")
     result = start_run(family, model_cfg, train_cfg, args.data, out_dir=out, device=args.device,
                        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if not world(args.device).is_root:         # rank 0 reports for all ranks
+        return
     final = result["history"][-1] if result["history"] else None
     if final:
         baseline = result["baseline"]

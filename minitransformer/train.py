@@ -1,7 +1,9 @@
 """The one training loop: any registered model, any task.
 
 ``fit(model, task, cfg)`` owns everything a run needs: batching (through the task), the learning-rate
-schedule, gradient accumulation and clipping, splitting a batch over threads or processes,
+schedule, gradient accumulation and clipping, splitting a batch over threads or over the MPI ranks
+that ``mpiexec`` started (``distributed/``: rank 0 logs and writes the checkpoints, every rank
+resumes from them), ZeRO-1 and activation checkpointing,
 periodic validation, the progress bar, metrics (JSON lines), checkpoints (last and best) and
 resume, NaN handling and Ctrl-C. Causal language modelling, seq2seq, classification, masked LM and
 distillation are tasks (``tasks/``), not loops; fine-tuning a compressed model is a call of `fit`.
@@ -13,13 +15,13 @@ and says how to resume.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np  # host-side batches, RNG and metrics only
@@ -29,8 +31,11 @@ from . import backend
 from .checkpoint import (BEST, LAST, CheckpointError, checkpoint_file, clean_run_dir, holds_run, load_checkpoint,
                          remove_run, save_checkpoint)
 from .config import require_int, require_number
+from .distributed import DistributedError, ZeroAdamW, world
+from .distributed.recompute import checkpoint_blocks
 from .nn.checks import values_checked_on_host
 from .optim import OPTIMIZERS, clip_grad_norm, decay_groups, noam, warmup_cosine
+from .thread_parallel import available_cores
 
 SCHEDULES = ("cosine", "noam", "constant")
 TRAIN_DTYPES = ("float32", "float64")
@@ -55,15 +60,16 @@ class TrainConfig:
     val_fraction: float = 0.1       # the last fraction of the text is the validation split
     seed: int = 1337                # weights, batches and dropout
     dtype: str = "float32"          # float32 or float64
-    workers: int = 1                # data-parallel worker processes (CPU); the batch is split among them
     threads: int = 0                # CPU threads the batch is split over (0: auto, see thread_parallel; 1: off)
     sample_tokens: int = 300        # characters generated per sample at the end (0: none)
     num_samples: int = 2            # samples printed at the end (0: none)
     temperature: float = 0.8        # sampling temperature for the samples
     top_k: int = 40                 # top-k for the samples (0: off)
+    zero_stage: int = 0             # 1: shard AdamW's moments over the MPI ranks (ZeRO-1); 0: off
+    checkpoint_activations: bool = False   # recompute each block's forward in its backward (less memory)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "grad_accum", "eval_interval", "eval_iters", "workers"):
+        for name in ("steps", "batch_size", "grad_accum", "eval_interval", "eval_iters"):
             require_int(self, name, 1)
         for name in ("warmup", "threads", "sample_tokens", "num_samples", "top_k", "seed"):
             require_int(self, name, 0)
@@ -84,11 +90,15 @@ class TrainConfig:
                              "with `minitransformer compress --method fp16` to ship float16 weights)")
         if self.dtype not in TRAIN_DTYPES:
             raise ValueError(f"TrainConfig.dtype must be one of {list(TRAIN_DTYPES)}, got {self.dtype!r}")
-        if self.batch_size % self.workers:
-            raise ValueError(f"TrainConfig: workers={self.workers} must divide batch_size={self.batch_size}")
-        if self.workers > 1 and self.threads > 1:
-            raise ValueError(f"TrainConfig: choose worker processes (workers={self.workers}) or threads "
-                             f"(threads={self.threads}), not both")
+        if self.zero_stage not in (0, 1):
+            raise ValueError(f"TrainConfig.zero_stage must be 0 (off) or 1 (optimizer-state sharding), "
+                             f"got {self.zero_stage!r}")
+        if self.zero_stage and self.optimizer == "sgd":
+            raise ValueError("TrainConfig: zero_stage=1 shards AdamW's moments; it needs optimizer "
+                             "\"adamw\" or \"adam\", not \"sgd\"")
+        if not isinstance(self.checkpoint_activations, bool):
+            raise ValueError(f"TrainConfig.checkpoint_activations must be true or false, got "
+                             f"{self.checkpoint_activations!r}")
 
 
 class TrainingDiverged(RuntimeError):
@@ -135,25 +145,18 @@ def evaluate(model, task, split: str, batch_size: int, iters: int, seed: int) ->
     return float(np.mean(losses))
 
 
-def _replica(description: dict, dtype: str):
-    """A CPU copy of a model for a data-parallel worker (its weights are replaced every step)."""
-    from .models.registry import model_from_description
-    return model_from_description(description).to("cpu", dtype)
-
-
-def _data_parallel(model, task, cfg: TrainConfig, positions: int):
-    """What splits each batch: worker processes (cfg.workers > 1), threads (on the CPU, cfg.threads,
+def _data_parallel(model, task, cfg: TrainConfig, positions: int, comm):
+    """What splits each batch: the MPI ranks (more than one), threads (on the CPU, cfg.threads,
     0 meaning `thread_parallel.auto_threads`), or nothing (None). `positions`: per sequence."""
     if not getattr(task, "splittable", True):                  # its rows carry state (a memory)
-        if cfg.workers > 1 or cfg.threads > 1:
+        if comm.size > 1 or cfg.threads > 1:
             raise ValueError(f"task {task.name!r} keeps state along each batch row (a memory across "
-                             "segments) and cannot split its batches: use workers = 1 and threads <= 1")
+                             "segments) and cannot split its batches: run one process (no mpiexec) "
+                             "with threads <= 1")
         return None
-    if cfg.workers > 1:
-        if model.device != "cpu":
-            raise ValueError("data-parallel workers run on the CPU; use workers = 1 with --device cuda")
-        from .parallel import DataParallel
-        return DataParallel(model, partial(_replica, model.describe(), cfg.dtype), cfg.workers, task)
+    if comm.size > 1:
+        from .distributed import DistributedDataParallel
+        return DistributedDataParallel(model, comm, task)
     if model.device != "cpu":
         return None
     from .thread_parallel import ThreadParallel, auto_threads
@@ -250,19 +253,27 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
     the checkpoints (a compression description, say).
     """
     out_dir = Path(out_dir) if out_dir else None
-    _prepare_out_dir(out_dir, resume, overwrite, log)
+    comm = world(model.device)                                 # a world of one without mpiexec
+    if not comm.is_root:                                       # rank 0 speaks and writes for all
+        log, progress = _quiet, False
+    _root_first(comm, lambda: _prepare_out_dir(out_dir, resume, overwrite, log))
     backend.tune_host_allocator()
+    if cfg.checkpoint_activations:
+        checkpoint_blocks(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(model, cfg)
-    rng = np.random.default_rng(cfg.seed)                       # draws the training batches
+    rng = np.random.default_rng(cfg.seed)                       # draws the training batches (same on every rank)
     probe = task.train_batch(0, cfg.batch_size, np.random.default_rng(0))
-    parallel = _data_parallel(model, task, cfg, probe[0].size // cfg.batch_size)
+    parallel = _data_parallel(model, task, cfg, probe[0].size // cfg.batch_size, comm)
+    ranks = parallel if comm.size > 1 else None                # the MPI data-parallel group, if any
+    if cfg.zero_stage:
+        optimizer = ZeroAdamW(optimizer, comm, cfg.grad_clip)
     start_step, best_val = 0, float("inf")
     if resume:
         try:
-            start_step, best_val = _restore(out_dir, model, task, optimizer, rng, parallel, cfg, log)
+            start_step, best_val = _restore(out_dir, model, task, optimizer, rng, parallel, cfg, log, comm)
         except BaseException:
-            if parallel is not None:                           # no worker processes left behind
+            if parallel is not None:
                 parallel.close()
             raise
     task.begin_training(model)                                 # a memory across segments starts empty
@@ -272,34 +283,44 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
         + (f" | baseline loss {baseline:.3f}" if baseline is not None else ""))
     if parallel is not None:
         log(f"each batch is split over {parallel}")
+    if cfg.zero_stage:
+        log(f"optimizer: {optimizer}")
 
-    metrics = (out_dir / "metrics.jsonl").open("a") if out_dir else None
+    metrics = (out_dir / "metrics.jsonl").open("a") if out_dir and comm.is_root else None
     history, batch_losses = [], []
     tokens_per_step = probe[0].size * cfg.grad_accum
     d_model = getattr(model.config, "d_model", 512)
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, disable=not progress,
                desc="train", dynamic_ncols=True, mininterval=0.5)
     t_last, step_loss, step = time.perf_counter(), float("nan"), start_step
-    on_host = model.device == "cpu"
+    run = partial_step(task, model.device == "cpu")
+    blas = backend.host_blas_threads_limited(max(1, available_cores() // comm.local_size)) if comm.size > 1 \
+        else contextlib.nullcontext()
     try:
-        with _StopRequest() as stop:
+        with _StopRequest() as stop, blas:
             for step in bar:
                 optimizer.lr = learning_rate(step, cfg, d_model)
                 step_loss = 0.0
-                for micro in range(cfg.grad_accum):               # gradients add up over micro-batches
-                    batch = task.train_batch(step * cfg.grad_accum + micro, cfg.batch_size, rng)
-                    if parallel is not None:                      # split over processes or threads
-                        loss = parallel.forward_backward(batch, dloss=1.0 / cfg.grad_accum)
-                    elif on_host:
-                        loss = task.forward_backward(model, batch, dloss=1.0 / cfg.grad_accum)
-                    else:                                          # values checked here, no device sync
-                        task.check_batch(model, batch)
-                        with values_checked_on_host():
-                            loss = task.forward_backward(model, batch, dloss=1.0 / cfg.grad_accum)
-                    _check_finite(loss, "the training loss", step + 1, out_dir)   # the one host sync
-                    step_loss += loss / cfg.grad_accum
-                grad_norm = clip_grad_norm(params, cfg.grad_clip)
-                optimizer.step()
+                batches = [task.train_batch(step * cfg.grad_accum + micro, cfg.batch_size, rng)
+                           for micro in range(cfg.grad_accum)]
+                for batch, share in zip(batches, _shares(task, batches)):   # gradients add up
+                    if ranks is not None:                         # this rank's shard of the global batch
+                        loss = ranks.forward_backward(batch, share, run)
+                    elif parallel is not None:                    # split over threads
+                        loss = parallel.forward_backward(batch, dloss=share)
+                    else:
+                        loss = run(model, batch, share)
+                    step_loss += share * loss
+                if ranks is not None:
+                    step_loss = ranks.reduce_loss(step_loss)      # the global batch's loss
+                _check_finite(step_loss, "the training loss", step + 1, out_dir)   # the one host sync
+                if cfg.zero_stage:                                 # reduce-scatter, clip, update, all-gather
+                    grad_norm = optimizer.step()
+                else:
+                    if ranks is not None:
+                        ranks.reduce_gradients()                  # bucketed all-reduce of the gradients
+                    grad_norm = clip_grad_norm(params, cfg.grad_clip)
+                    optimizer.step()
                 optimizer.zero_grad()
                 for hook in hooks:
                     hook(model)
@@ -322,19 +343,21 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
                     extra = "".join(f" | {k} {v:.4f}" for k, v in row.items() if k not in
                                     ("step", "train_loss", "val_loss", "batch_loss", "lr", "grad_norm",
                                      "tokens_per_s"))
-                    bar.write(f"step {step + 1:5d} | train {trn:.4f} | val {val:.4f} | lr {optimizer.lr:.2e}{extra}")
+                    if comm.is_root:
+                        bar.write(f"step {step + 1:5d} | train {trn:.4f} | val {val:.4f} | lr {optimizer.lr:.2e}{extra}")
                     if metrics:
                         metrics.write(json.dumps(row) + "\n")
                         metrics.flush()
                     if out_dir:                                    # only after a finite validation
                         best_val = min(best_val, val)
                         state = _run_state(model, task, cfg, step + 1, rng, parallel, val, best_val, meta)
-                        _save(out_dir / LAST, model, optimizer, state)
+                        _save(out_dir / LAST, model, optimizer, state, comm)
                         if val <= best_val:
-                            _save(out_dir / BEST, model, optimizer, state)
+                            _save(out_dir / BEST, model, optimizer, state, comm)
                 t_last = time.perf_counter()   # do not charge validation to the next step's throughput
-                if stop.requested:
-                    _interrupted(out_dir, model, task, optimizer, cfg, step + 1, rng, parallel, best_val, meta, log)
+                if _any_rank(comm, stop.requested):                 # every rank stops at the same step
+                    _interrupted(out_dir, model, task, optimizer, cfg, step + 1, rng, parallel, best_val, meta, log,
+                                 comm)
                 if stop_after is not None and step + 1 >= stop_after:
                     break
     finally:
@@ -349,11 +372,57 @@ def fit(model, task, cfg: TrainConfig, out_dir=None, *, resume: bool = False, ov
 # --8<-- [end:fit]
 
 
+def _quiet(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""
+
+
+def partial_step(task, on_host: bool):
+    """run(model, batch, dloss): one micro-batch's forward and backward; on a GPU the batch's values
+    are checked on the host first, so the model's own checks need no device sync."""
+    def run(model, batch, dloss):
+        if on_host:
+            return task.forward_backward(model, batch, dloss)
+        task.check_batch(model, batch)
+        with values_checked_on_host():
+            return task.forward_backward(model, batch, dloss)
+    return run
+
+
+def _shares(task, batches) -> list[float]:
+    """Each micro-batch's weight in the step's mean loss: its share n_k / N of the counted targets
+    (1/k each when all count the same), so that accumulation is exact with ignored targets too."""
+    counted = [task.counted(batch) for batch in batches]
+    total = sum(counted)
+    return [n / total for n in counted] if total else [1.0 / len(batches)] * len(batches)
+
+
+def _root_first(comm, action):
+    """Run `action` on rank 0 only; every other rank waits and fails too if it failed there."""
+    error = None
+    if comm.is_root:
+        try:
+            action()
+        except Exception as err:
+            error = err
+    failed = comm.bcast_object(None if error is None else f"{type(error).__name__}: {error}")
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise DistributedError(f"rank 0 failed: {failed}")
+
+
+def _any_rank(comm, flag: bool) -> bool:
+    """Whether `flag` holds on any rank (one scalar all-reduce when there are several)."""
+    return comm.allreduce_scalar(float(flag)) > 0 if comm.size > 1 else flag
+
+
 def _run_state(model, task, cfg, step, rng, parallel, val, best_val, meta) -> dict:
     """The checkpoint's metadata: what the model is, the task and its tokenizer, where the run is."""
     tokenizer = getattr(task, "tokenizer", None)
     random = {"batches": rng.bit_generator.state, "model": model.random_state()}
-    if parallel is not None and hasattr(parallel, "random_state"):
+    if getattr(parallel, "comm", None) is not None:            # MPI ranks: each rank's own (collective)
+        random["ranks"] = parallel.random_state()
+    elif parallel is not None and hasattr(parallel, "random_state"):
         random["replicas"] = parallel.random_state()
     return {**(meta or {}), "model": model.describe(), "task": task.state(),
             "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
@@ -361,15 +430,18 @@ def _run_state(model, task, cfg, step, rng, parallel, val, best_val, meta) -> di
             "best_val_loss": best_val if math.isfinite(best_val) else None, "rng": random}
 
 
-def _save(path: Path, model, optimizer, state: dict) -> None:
-    save_checkpoint(path, model.state_dict(), state, optimizer.state_arrays())
+def _save(path: Path, model, optimizer, state: dict, comm) -> None:
+    """Every rank calls it (ZeRO gathers the moments); rank 0 writes."""
+    arrays = optimizer.state_arrays()
+    if comm.is_root:
+        save_checkpoint(path, model.state_dict(), state, arrays)
 
 
-def _interrupted(out_dir, model, task, optimizer, cfg, step, rng, parallel, best_val, meta, log):
+def _interrupted(out_dir, model, task, optimizer, cfg, step, rng, parallel, best_val, meta, log, comm):
     """Ctrl-C: save the last checkpoint at this step boundary, say how to resume, and stop."""
     if out_dir:
         state = _run_state(model, task, cfg, step, rng, parallel, None, best_val, meta)
-        _save(out_dir / LAST, model, optimizer, state)
+        _save(out_dir / LAST, model, optimizer, state, comm)
         log(f"\ninterrupted after step {step}; checkpoint saved in {out_dir}. Continue with the same "
             f"command plus --resume (it runs on to step {cfg.steps}).")
     else:
@@ -377,9 +449,12 @@ def _interrupted(out_dir, model, task, optimizer, cfg, step, rng, parallel, best
     raise KeyboardInterrupt
 
 
-def _restore(out_dir: Path, model, task, optimizer, rng, parallel, cfg: TrainConfig, log):
-    """Load the last checkpoint into the model, optimizer and generators; return (step, best val)."""
-    state, opt_state, meta = load_checkpoint(out_dir, "last")
+def _restore(out_dir: Path, model, task, optimizer, rng, parallel, cfg: TrainConfig, log, comm):
+    """Load the last checkpoint into the model, optimizer and generators; return (step, best val).
+    Rank 0 reads it and broadcasts it (the ranks need not share a file system)."""
+    loaded = []
+    _root_first(comm, lambda: loaded.append(load_checkpoint(out_dir, "last")))
+    state, opt_state, meta = comm.bcast_object(loaded[0] if comm.is_root else None)
     if meta.get("model") != model.describe():
         raise CheckpointError(f"checkpoint in {out_dir} was written for another model configuration: "
                               f"{meta.get('model')} (asked for {model.describe()})")
@@ -400,9 +475,15 @@ def _restore(out_dir: Path, model, task, optimizer, rng, parallel, cfg: TrainCon
     optimizer.t = step
     rng.bit_generator.state = meta["rng"]["batches"]
     model.set_random_state(meta["rng"]["model"])
-    if parallel is not None and "replicas" in meta["rng"]:
+    if comm.size > 1:
+        saved = meta["rng"].get("ranks", [])
+        if not parallel.set_random_state(saved):
+            log(f"the run was saved with {max(len(saved), 1)} rank(s) and resumes with {comm.size}: the batches, "
+                "weights and optimizer state continue exactly; the dropout masks of ranks other than 0 start afresh")
+    elif parallel is not None and "replicas" in meta["rng"]:
         parallel.set_random_state(meta["rng"]["replicas"])
-    _truncate_metrics(out_dir / "metrics.jsonl", step)
+    if comm.is_root:
+        _truncate_metrics(out_dir / "metrics.jsonl", step)
     log(f"resuming from step {step} of {cfg.steps} ({checkpoint_file(out_dir)})")
     best = meta.get("best_val_loss")
     return step, float("inf") if best is None else best

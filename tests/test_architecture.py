@@ -18,7 +18,7 @@ LAYERS = [
     ("data", ["data"]),
     ("tasks", ["tasks"]),
     ("optimisers", ["optim"]),
-    ("data parallelism", ["thread_parallel", "parallel"]),
+    ("data parallelism", ["thread_parallel", "distributed"]),
     ("checkpoints", ["checkpoint"]),
     ("the training loop", ["train"]),
     ("generation", ["generate"]),

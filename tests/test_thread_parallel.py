@@ -122,8 +122,8 @@ def test_training_with_threads_matches_one_thread(tmp_path):
     assert three["history"][-1]["val_loss"] == pytest.approx(one["history"][-1]["val_loss"], rel=1e-9)
     with pytest.raises(ValueError, match="threads must be an integer >= 0"):
         TrainConfig(threads=-1)
-    with pytest.raises(ValueError, match="not both"):
-        TrainConfig(batch_size=4, workers=2, threads=2)
+    with pytest.raises(TypeError, match="workers"):              # the process pool is gone (MPI now)
+        TrainConfig(batch_size=4, workers=2)
 
 
 def test_auto_threads_stay_within_cores_batch_cap_and_size(monkeypatch):

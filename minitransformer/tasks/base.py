@@ -7,7 +7,7 @@ The training loop (``train.fit``) runs any task on any model. A task provides
   ``train_batch(index, batch_size, rng)`` for its micro-batch number ``index`` (by default a fresh
   ``batch("train", ...)``; a task whose batches continue each other, such as consecutive segments
   for a model with memory, uses the index) and calls ``begin_training(model)`` once before its
-  first step, fresh or resumed; ``splittable = False`` keeps a batch whole (no threads or workers);
+  first step, fresh or resumed; ``splittable = False`` keeps a batch whole (no threads or MPI ranks);
 * ``forward_backward(model, batch, dloss)``: the batch's mean loss (a float), its gradient times
   ``dloss`` added into the model's ``Parameter.grad``; ``loss(model, batch)``: the loss alone;
 * ``counted(batch)``: how many targets the batch's mean runs over (a data-parallel split weighs each
