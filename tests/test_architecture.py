@@ -21,7 +21,7 @@ LAYERS = [
     ("data parallelism", ["thread_parallel", "parallel"]),
     ("checkpoints", ["checkpoint"]),
     ("the training loop", ["train"]),
-    ("generation", ["generate"]),
+    ("generation", ["generate", "beam_search"]),
     ("compression", ["compress"]),
     ("benchmarks", ["benchmarking"]),
     ("the edge: presets, config files, command line", ["presets", "cli", "__main__", "__init__"]),
