@@ -232,7 +232,7 @@ class T5Model(Model):
     # --8<-- [end:t5_decoding]
 
 
-@register("models.T5")
+@register("models.t5")
 def _gradcheck_t5(device: str):
     results = []
     src = backend.to_device(np.array([[3, 4, 5, 1, 0], [6, 2, 1, 0, 0]]), device)      # padded sources
@@ -244,7 +244,7 @@ def _gradcheck_t5(device: str):
         cfg = T5Config(vocab_size=7, max_src_len=6, max_tgt_len=5, n_layer=1, n_dec_layer=2, n_head=2,
                        d_model=8, num_buckets=8, max_distance=8, **options)
         model = T5Model(cfg, seed=3).to(device, "float64")
-        results.append(check_module(f"models.T5[{label}]", model, [src, tgt_in, tgt_out],
+        results.append(check_module(f"models.t5[{label}]", model, [src, tgt_in, tgt_out],
                                     run=lambda m, s, i, o: m.forward(s, i, o)[1],
                                     backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=12))
     return results
