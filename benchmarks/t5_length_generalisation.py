@@ -60,7 +60,8 @@ def evaluate(model, vocab, length: int, n: int = 64) -> dict:
     out = backend.to_numpy(model.greedy_decode(src, length + 1))
     texts = [vocab.decode(row) for row in out]
     exact = np.mean([t == target for t, (_, target) in zip(texts, pairs)])
-    letters = np.mean([np.mean([a == b for a, b in zip(t.ljust(length), target)]) for t, (_, target) in zip(texts, pairs)])
+    letters = np.mean([np.mean([a == b for a, b in zip(t.ljust(length), target)])
+                       for t, (_, target) in zip(texts, pairs)])
     return {"exact_match": float(exact), "letter_accuracy": float(letters)}
 
 

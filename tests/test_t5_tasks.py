@@ -70,7 +70,8 @@ def test_noise_span_to_unique_sentinel_example():
     mask = np.array([0, 1, 1, 0, 0, 1, 0, 0], bool)
     out = noise_span_to_unique_sentinel(tokens, mask, vocab)
     assert vocab.decode(out) == "a<extra_id_0>de<extra_id_1>gh"
-    assert vocab.decode(noise_span_to_unique_sentinel(tokens, ~mask, vocab)) == "<extra_id_0>bc<extra_id_1>f<extra_id_2>"
+    targets = noise_span_to_unique_sentinel(tokens, ~mask, vocab)
+    assert vocab.decode(targets) == "<extra_id_0>bc<extra_id_1>f<extra_id_2>"
 
 
 def test_span_corruption_task_batches():

@@ -10,12 +10,14 @@ The buckets (``relative_position_bucket``):
 * **bidirectional** (the encoder): half the buckets for keys to the left ($n \le 0$), half for keys to
   the right ($n > 0$, offset by $N_b/2$); **causal** (the decoder): a key is never to the right, so all
   $N_b$ buckets go to $n \le 0$ (a positive $n$, masked anyway, falls into bucket 0);
-* of the $N$ buckets of one direction, the first $N/2$ hold the exact distances $0, 1, \dots, N/2 - 1$;
+* of the $N_d$ buckets of one direction ($N_b/2$ or $N_b$), the first $N_d/2$ hold the exact distances
+  $0, 1, \dots, N_d/2 - 1$;
   the others cover the distances up to ``max_distance`` (128) logarithmically,
 
-  $$b(d) = \tfrac N2 + \Big\lfloor \frac{\log(d / (N/2))}{\log(\text{max\_distance} / (N/2))}\,\tfrac N2 \Big\rfloor,$$
+  $$b(d) = \tfrac{N_d}{2} + \Big\lfloor \frac{\log(2d / N_d)}{\log(2\,\text{max\_distance} / N_d)}
+  \,\tfrac{N_d}{2} \Big\rfloor,$$
 
-  clipped to $N - 1$: every distance beyond ``max_distance`` shares the last bucket.
+  clipped to $N_d - 1$: every distance beyond ``max_distance`` shares the last bucket.
 
 Backward: the bias is a gather $B_{hij} = W_{b_{ij}, h}$, so its gradient is the scatter-add
 
@@ -100,8 +102,7 @@ class RelativePositionBias(Module):
     """The learned (num_buckets, n_head) table of one stack; forward(T, S, offset) -> (1, H, T, S).
 
     One instance serves every layer of a stack: the stack calls forward once per pass and backward
-    once with the sum of the layers' bias gradients. T5 initialises the table with N(0, 1/C)... here
-    N(0, std^2) with std given by the model.
+    once with the sum of the layers' bias gradients. Initialised N(0, std^2); T5 and the model here use std = C^-1/2.
     """
 
     def __init__(self, n_head: int, bidirectional: bool, num_buckets: int = NUM_BUCKETS,

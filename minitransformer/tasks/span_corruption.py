@@ -2,8 +2,8 @@ r"""T5's unsupervised objective: span corruption on the built-in corpus.
 
 A window of ``tokens_length`` characters is split into alternating kept and dropped ("noise") spans:
 
-* ``noise_density`` (15 %) of the tokens are noise: $n = \mathrm{round}(0.15\,L)$ (at least 1,
-  at most $L - 1$), in $s = \max(1, \mathrm{round}(n / \mu))$ spans of mean length $\mu = 3$;
+* ``noise_density`` (15 %) of the tokens are noise: $n = \mathrm{round}(0.15\,\ell)$ (at least 1,
+  at most $\ell - 1$), in $s = \max(1, \mathrm{round}(n / \mu))$ spans of mean length $\mu = 3$;
 * the noise tokens are split into $s$ non-empty spans at random, the kept tokens likewise, and the
   two are interleaved, kept first;
 * the input keeps the kept tokens and puts one sentinel in place of each dropped span; the target
@@ -12,8 +12,8 @@ A window of ``tokens_length`` characters is split into alternating kept and drop
       tokens   t h e   c a t   s a t          inputs   t h <0> c a <1> a t EOS
       noise        ^ ^ ^     ^ ^               targets  <0> e _ c <1> t _ s EOS
 
-The lengths are fixed by the counts: inputs have $L - n + s + 1$ tokens and targets $n + s + 1$.
-``span_lengths`` inverts this as T5 does: the longest window $L$ whose input still fits a given
+The lengths are fixed by the counts: inputs have $\ell - n + s + 1$ tokens and targets $n + s + 1$.
+``span_lengths`` inverts this as T5 does: the longest window $\ell$ whose input still fits a given
 input length.
 """
 from __future__ import annotations
