@@ -12,7 +12,7 @@ strings never receive a gradient, so their rows keep their random initial values
 
 Writes docs/benchmarks/t5_length_generalisation.{json,md} and docs/figures/t5_length_generalisation.png
 (--out, --figures: elsewhere).
-Usage: python benchmarks/t5_length_generalisation.py [--steps 1500] [--threads 1]
+Usage: python benchmarks/t5_length_generalisation.py [--steps 3000] [--threads 1]
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def _ranges(values) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", default="1", help="BLAS threads (default 1)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")

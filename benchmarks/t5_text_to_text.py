@@ -21,7 +21,6 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from minitransformer import backend  # noqa: E402
 from minitransformer.beam_search import beam_search  # noqa: E402
 from minitransformer.config import to_dict  # noqa: E402
 from minitransformer.data.corpus import default_corpus  # noqa: E402

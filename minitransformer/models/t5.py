@@ -19,7 +19,6 @@ head, so its gradient is the sum of three terms: $dE = dE_{\text{head}} + dE_{\t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np  # host side only (seeded init, dtypes, index tables, test inputs); array math uses xp

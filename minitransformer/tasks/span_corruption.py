@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np  # host-side data
 
 from ..data.text_vocabulary import EOS, PAD, TextVocabulary
-from ..models.model import IGNORE_INDEX
 from .base import Task
 
 
@@ -144,5 +143,5 @@ class SpanCorruptionTask(Task):
                 f"{self.tokens_length} characters -> inputs {self.inputs_length}, targets {self.targets_length}")
 
 
-__all__ = ["IGNORE_INDEX", "SpanCorruptionTask", "corrupted_lengths", "noise_span_to_unique_sentinel",
+__all__ = ["SpanCorruptionTask", "corrupted_lengths", "noise_span_to_unique_sentinel",
            "random_spans_noise_mask", "span_corrupt", "span_lengths"]
