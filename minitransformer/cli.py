@@ -101,6 +101,8 @@ def _run_train(args):
     source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")
     if family in IMAGE_FAMILIES:
         source = f"the image set {args.data or 'digits'}"
+    if family == "t5":
+        source = f"text-to-text tasks on the words of {args.data or 'the built-in corpus'}"
     if world(args.device).is_root:
         print(f"training {family} on {source}, device {args.device}, output {out}")
     result = start_run(family, model_cfg, train_cfg, args.data, out_dir=out, device=args.device,

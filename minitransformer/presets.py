@@ -9,6 +9,8 @@
 * ``seq2seq`` (the encoder-decoder Transformer reversing digit strings): ``default``, ``tiny``.
 * ``lstm`` (the recurrent language model of chapter 37, on the same text task as ``gpt``):
   ``default``, ``tiny``.
+* ``t5`` (text-to-text: reverse, sort, upper-case and add, told apart by a prefix, on the words of
+  the built-in corpus or of ``--data FILE``): ``default``, ``tiny``.
 * ``classifier`` (an encoder read out at [CLS], on the long-range retrieval task of
   ``data/long_range.py``): ``default``, ``tiny``.
 * ``xl`` (Transformer-XL) and ``compressive`` (the Compressive Transformer): text read in
@@ -41,6 +43,7 @@ from .models.compressive import CompressiveConfig
 from .models.gpt import GPTConfig
 from .models.lstm import LSTMConfig
 from .models.seq2seq import Seq2SeqConfig
+from .models.t5 import T5Config
 from .models.transformer_xl import TransformerXLConfig
 from .models.vit import ViTConfig
 from .train import TrainConfig
@@ -149,6 +152,20 @@ PRESETS = {
         ),
     },
     # --8<-- [end:vit_presets]
+    # --8<-- [start:t5_presets]
+    "t5": {
+        "default": (
+            T5Config(n_layer=2, n_dec_layer=2, n_head=4, d_model=64),
+            TrainConfig(steps=1500, batch_size=32, lr=3e-3, min_lr=3e-4, warmup=100, weight_decay=0.0,
+                        eval_interval=500, eval_iters=4, num_samples=0),
+        ),
+        "tiny": (
+            T5Config(n_layer=1, n_dec_layer=1, n_head=2, d_model=32),
+            TrainConfig(steps=40, batch_size=16, lr=3e-3, min_lr=3e-4, warmup=5, weight_decay=0.0,
+                        eval_interval=20, eval_iters=2, num_samples=0),
+        ),
+    },
+    # --8<-- [end:t5_presets]
 }
 MEMORY_FAMILIES = ("xl", "compressive")    # read text in consecutive segments, memory carried
 TEXT_FAMILIES = ("gpt", "lstm") + MEMORY_FAMILIES
@@ -221,6 +238,10 @@ def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokeniz
             raise ValueError(f"--data for --model {family} names an image set, one of {list(IMAGE_SETS)}; "
                              f"got {data!r}")
         return ImageClassificationTask.named(data or "digits", seed=0)
+    if family == "t5":                                # text-to-text tasks on the words of a text
+        from .data.corpus import default_corpus, load_text
+        from .tasks.text_to_text import TextToTextTask
+        return TextToTextTask(load_text(data) if data else default_corpus(), seed=train_cfg.seed)
     if data:
         raise ValueError(f"--data is for the text models ({', '.join(TEXT_FAMILIES)}); --model {family} "
                          "trains on its synthetic task")

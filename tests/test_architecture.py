@@ -21,7 +21,7 @@ LAYERS = [
     ("data parallelism", ["thread_parallel", "distributed"]),
     ("checkpoints", ["checkpoint"]),
     ("the training loop", ["train"]),
-    ("generation", ["generate"]),
+    ("generation", ["generate", "beam_search"]),
     ("compression", ["compress"]),
     ("interop: Hugging Face and ONNX", ["interop"]),
     ("benchmarks", ["benchmarking"]),

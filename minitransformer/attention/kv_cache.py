@@ -68,6 +68,12 @@ class KVCache:
         """(B, H, length, Dv) view of the cached values."""
         return None if self.v is None else self.v[:, :, :self.length]
 
+    def reorder(self, rows) -> None:
+        """Keep the batch rows `rows` (an integer array, repeats allowed) in that order: beam search
+        moves each surviving hypothesis's keys and values under its new slot."""
+        if self.k is not None:
+            self.k, self.v = self.k[rows], self.v[rows]                  # (B,H,max_len,D) -> (len(rows),...)
+
     def reset(self) -> None:
         """Forget the cached positions (the buffers are kept for reuse)."""
         self.length = 0
