@@ -69,7 +69,7 @@ def _add_train(sub):
 
 def _run_train(args):
     from .generate import check_sampling, sample_texts
-    from .presets import TEXT_FAMILIES, load_run_config, start_run
+    from .presets import CORPUS_FAMILIES, TEXT_FAMILIES, load_run_config, start_run
 
     overrides = {"model": {}, "train": {}}
     for key, section in (("steps", "train"), ("batch_size", "train"), ("lr", "train"), ("seed", "train"),
@@ -84,7 +84,7 @@ def _run_train(args):
                        num_samples=train_cfg.num_samples)
     preset = args.preset or "default"
     out = args.out or (f"runs/{preset}" if family == "gpt" else f"runs/{family}-{preset}")
-    source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")
+    source = args.data or ("the built-in corpus" if family in CORPUS_FAMILIES else "its synthetic task")
     print(f"training {family} on {source}, device {args.device}, output {out}")
     result = start_run(family, model_cfg, train_cfg, args.data, out_dir=out, device=args.device,
                        resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
