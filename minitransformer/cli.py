@@ -1,4 +1,4 @@
-"""The `minitransformer` command: train, generate, gradcheck, bench, compress.
+"""The `minitransformer` command: train, generate, gradcheck, bench, compress, fill-mask, finetune.
 
 Every subcommand has --help. Examples:
 
@@ -214,6 +214,11 @@ def _add_compress(sub):
     add_parser(sub)
 
 
+def _add_bert(sub):
+    from .bert_cli import add_parsers
+    add_parsers(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minitransformer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gradcheck(sub)
     _add_bench(sub)
     _add_compress(sub)
+    _add_bert(sub)
     return parser
 
 

@@ -22,9 +22,10 @@ LAYERS = [
     ("checkpoints", ["checkpoint"]),
     ("the training loop", ["train"]),
     ("generation", ["generate"]),
+    ("transfer learning", ["transfer"]),
     ("compression", ["compress"]),
     ("benchmarks", ["benchmarking"]),
-    ("the edge: presets, config files, command line", ["presets", "cli", "__main__", "__init__"]),
+    ("the edge: presets, config files, command line", ["presets", "cli", "bert_cli", "__main__", "__init__"]),
 ]
 
 

@@ -18,6 +18,7 @@ validation), so both splits hold every module, and a validation sentence never t
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -42,9 +43,15 @@ def split_sentences(text: str, min_words: int = 3) -> list[str]:
     return [s for s in _SENTENCE_END.split(flat) if len(s.split()) >= min_words]
 
 
-def corpus_documents(max_chars: int = 400_000, min_words: int = 3) -> list[Document]:
+def corpus_documents(max_chars: int | None = None, min_words: int = 3) -> list[Document]:
     """Docstrings of the standard library (``data/corpus.py``) as documents labelled by module,
-    up to `max_chars` characters of docstring text."""
+    all of them or up to `max_chars` characters of docstring text (a prefix of the whole list).
+    Read once per process (parsing the library takes seconds); callers must not modify them."""
+    return list(_corpus_documents(max_chars, min_words))
+
+
+@functools.lru_cache(maxsize=2)
+def _corpus_documents(max_chars, min_words) -> tuple:
     from .corpus import stdlib_docstrings
 
     docs, total = [], 0
@@ -53,9 +60,9 @@ def corpus_documents(max_chars: int = 400_000, min_words: int = 3) -> list[Docum
         if sentences:
             docs.append(Document(module, sentences))
         total += len(doc)
-        if total >= max_chars:
+        if max_chars is not None and total >= max_chars:
             break
-    return docs
+    return tuple(docs)
 
 
 def text_documents(text: str, min_words: int = 3) -> list[Document]:

@@ -45,8 +45,9 @@ def train_tokenizer(text: str, vocab_size: int) -> WordPieceTokenizer:
                                     min_frequency=default_min_frequency(n_words, vocab_size))
 
 
-def load_documents(data=None, max_chars: int = 1_000_000):
-    """Documents from a text file (blank-line separated) or from the built-in corpus."""
+def load_documents(data=None, max_chars: int | None = None):
+    """Documents from a text file (blank-line separated) or from the built-in corpus (every
+    standard-library docstring unless `max_chars` limits it)."""
     if data:
         from ..data.corpus import load_text
         return text_documents(load_text(data))
@@ -168,10 +169,12 @@ def mlm_loss(model, tokens, segments, targets) -> float:
     return float(loss)
 
 
-def pretraining_task(config, seed: int = 0, data=None, tokenizer=None, max_chars: int = 1_000_000):
-    """The task a `BertConfig` pretrains on: documents from `data` (a file) or the built-in corpus,
-    a WordPiece tokenizer of config.vocab_size trained on the training documents (unless given)."""
-    docs = load_documents(data, max_chars)
+def pretraining_task(config, seed: int = 0, data=None, tokenizer=None, max_chars: int | None = None,
+                     docs=None):
+    """The task a `BertConfig` pretrains on: documents from `data` (a file) or the built-in corpus
+    (or the `docs` given), a WordPiece tokenizer of config.vocab_size trained on the training
+    documents (unless given)."""
+    docs = docs if docs is not None else load_documents(data, max_chars)
     tokenizer = tokenizer or train_tokenizer(documents_text(docs, "train"), config.vocab_size)
     return BertPretrainingTask(SentenceData(docs, tokenizer, config.max_len), nsp=config.nsp,
                                masking=config.masking, seed=seed)
