@@ -50,6 +50,8 @@ def _add_finetune(sub):
     p.add_argument("--batch-size", type=int, default=DEFAULT_FINETUNE["batch_size"], help="default: %(default)s")
     p.add_argument("--lr", type=float, default=DEFAULT_FINETUNE["lr"], help="peak learning rate; low, so as not "
                    "to forget the pretraining (default: %(default)s)")
+    p.add_argument("--data", metavar="FILE", help="documents for the 'adjacent' task: a text file, blank lines "
+                   "between documents (default: the built-in corpus, which 'module' needs)")
     p.add_argument("--from-scratch", action="store_true", help="same architecture, fresh weights (the baseline)")
     p.add_argument("--seed", type=int, default=0, help="head initialisation, label subset and batches")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
@@ -110,7 +112,7 @@ def run_finetune(args) -> int:
 
     from . import backend
     from .data.sentence_pairs import SentenceData
-    from .tasks.bert_pretraining import load_documents, pretraining_task
+    from .tasks.bert_pretraining import BertPretrainingTask, load_documents
     from .tasks.finetune_tasks import TASKS, make_finetune_task
     from .train import TrainConfig
     from .transfer import (classifier_from_pretrained, finetune, load_pretrained_bert,
@@ -120,13 +122,17 @@ def run_finetune(args) -> int:
         raise ValueError(f"unknown fine-tuning task {args.task!r}; known: {sorted(TASKS)}")
     if not 0 < args.labels <= 1:
         raise ValueError(f"--labels must lie in (0, 1] (a fraction of the training labels), got {args.labels}")
+    if args.data and args.task == "module":
+        raise ValueError("the 'module' task labels sentences by the standard-library module they come from: it "
+                         "needs the built-in corpus (drop --data, or use --task adjacent)")
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, min_lr=args.lr / 10,
                       warmup=max(1, args.steps // 10), weight_decay=0.01, eval_interval=max(1, args.steps // 3),
                       eval_iters=4, seed=args.seed, threads=1, num_samples=0)   # checks every number
     backend.check_device(args.device)
     pretrained, tokenizer = load_pretrained_bert(args.checkpoint, args.device)
-    print(f"reading the built-in corpus with the checkpoint's WordPiece vocabulary ({tokenizer.vocab_size} tokens)")
-    docs = load_documents()
+    source = args.data or "the built-in corpus"
+    print(f"reading {source} with the checkpoint's WordPiece vocabulary ({tokenizer.vocab_size} tokens)")
+    docs = load_documents(args.data)
     data = SentenceData(docs, tokenizer, pretrained.config.max_len)
     task = make_finetune_task(args.task, data, args.labels, seed=args.seed)
     start = "fresh weights (from scratch)" if args.from_scratch else f"the encoder of {args.checkpoint}"
@@ -135,11 +141,12 @@ def run_finetune(args) -> int:
                                        task.n_classes, seed=args.seed, device=args.device)
     out = Path(args.out or f"runs/bert-finetune-{args.task}")
     result = finetune(model, task, cfg, out, progress=not args.no_progress, log=print, overwrite=args.overwrite)
-    accuracy = task.metrics(result["model"])["accuracy"]
+    accuracy = result["history"][-1]["accuracy"]                 # fit validates at the last step
     print(f"\nheld-out accuracy {accuracy:.4f} on {len(task.val_examples)} examples "
           f"(chance {1 / task.n_classes:.4f}); classifier saved in {out}")
     if not args.from_scratch:
-        mlm_task = pretraining_task(pretrained.config, tokenizer=tokenizer, docs=docs)
+        c = pretrained.config
+        mlm_task = BertPretrainingTask(data, nsp=c.nsp, masking=c.masking, seed=args.seed)
         before = mlm_task.metrics(pretrained)["mlm_loss"]
         after = mlm_loss_after_finetuning(pretrained, result["model"], mlm_task)
         print(f"masked-LM validation loss of the encoder: {before:.4f} before fine-tuning, {after:.4f} after")
