@@ -73,8 +73,12 @@ def test_finetune_pair_task_on_a_file(run, tmp_path, capsys):
     assert "needs the built-in corpus" in capsys.readouterr().err
 
 
-def test_finetune_default_task_prints_accuracy(run, tmp_path, capsys):
-    """No option but the checkpoint (and a short run): the module task on the built-in corpus."""
+def test_finetune_default_task_prints_accuracy(run, tmp_path, capsys, monkeypatch):
+    """No option but the checkpoint (and a short run): the module task on the built-in corpus
+    (its first 300,000 characters here: parsing the whole standard library takes a while)."""
+    from minitransformer.data.sentence_pairs import corpus_documents
+    from minitransformer.tasks import bert_pretraining
+    monkeypatch.setattr(bert_pretraining, "corpus_documents", lambda max_chars=None: corpus_documents(300_000))
     assert main(["finetune", "--checkpoint", str(run), "--steps", "1", "--out", str(tmp_path / "ft"),
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
