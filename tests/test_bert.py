@@ -20,11 +20,13 @@ def small(**fields):
     return BertConfig(**{**base, **fields})
 
 
-@pytest.mark.parametrize("name", BERT_CASES)
-def test_registered_gradchecks_pass(name, device):
-    results = registered()[name](device)
-    for r in results if isinstance(results, list) else [results]:
-        assert r.passed, str(r)
+def test_every_bert_piece_has_a_registered_gradcheck():
+    """tests/test_gradcheck_registry.py runs them all (float64, on --device); here: they exist, and
+    the whole-model case covers the three variants."""
+    cases = registered()
+    assert set(BERT_CASES) <= set(cases)
+    names = [r.name for r in cases["models.BertModel"]("cpu")]
+    assert any("ALBERT" in n for n in names) and any("no NSP" in n for n in names)
 
 
 def test_gradcheck_catches_a_decoder_without_the_tied_gradient(device, monkeypatch):
