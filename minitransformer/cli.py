@@ -1,4 +1,5 @@
-"""The `minitransformer` command: train, generate, gradcheck, bench, compress, import-hf, export.
+"""The `minitransformer` command: train, generate, gradcheck, bench, compress, import-hf, export,
+fill-mask, finetune.
 
 Every subcommand has --help. Examples:
 
@@ -73,7 +74,7 @@ def _add_train(sub):
 
 def _run_train(args):
     from .generate import check_sampling, sample_texts
-    from .presets import IMAGE_FAMILIES, TEXT_FAMILIES, load_run_config, start_run
+    from .presets import CORPUS_FAMILIES, IMAGE_FAMILIES, TEXT_FAMILIES, load_run_config, start_run
 
     overrides = {"model": {}, "train": {}}
     for key, section in (("steps", "train"), ("batch_size", "train"), ("lr", "train"), ("seed", "train"),
@@ -98,7 +99,7 @@ def _run_train(args):
                        num_samples=train_cfg.num_samples)
     preset = args.preset or "default"
     out = args.out or (f"runs/{preset}" if family == "gpt" else f"runs/{family}-{preset}")
-    source = args.data or ("the built-in corpus" if family in TEXT_FAMILIES else "its synthetic task")
+    source = args.data or ("the built-in corpus" if family in CORPUS_FAMILIES else "its synthetic task")
     if family in IMAGE_FAMILIES:
         source = f"the image set {args.data or 'digits'}"
     if family == "t5":
@@ -240,6 +241,9 @@ def _add_compress(sub):
 def _add_interop(sub):
     from .interop.cli import add_parser
     add_parser(sub)
+def _add_bert(sub):
+    from .bert_cli import add_parsers
+    add_parsers(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -253,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_compress(sub)
     _add_interop(sub)
+    _add_bert(sub)
     return parser
 
 

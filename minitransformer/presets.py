@@ -18,6 +18,9 @@
 * ``vit`` (the Vision Transformer, 4x4 patches of scikit-learn's 8x8 digits, stratified 80/20):
   ``default`` (about 15 s on one core), ``tiny``. ``--data`` names the image set: ``digits`` (the default)
   or ``shapes`` (generated, no scikit-learn needed).
+* ``bert`` (masked-LM + next-sentence pretraining on the built-in corpus or ``--data``, with a
+  WordPiece tokenizer trained first): ``default``, ``tiny``, and the variants ``roberta-tiny``
+  (no NSP, dynamic masking, twice the steps), ``albert-tiny`` (E = 16, shared layers).
 
 A configuration file (TOML or JSON) may name a ``family`` and a ``preset`` to start from, then change
 fields in ``[model]`` and ``[train]``:
@@ -38,6 +41,7 @@ import json
 from pathlib import Path
 
 from .config import replace
+from .models.bert import BertConfig
 from .models.classifier import ClassifierConfig
 from .models.compressive import CompressiveConfig
 from .models.gpt import GPTConfig
@@ -166,10 +170,37 @@ PRESETS = {
         ),
     },
     # --8<-- [end:t5_presets]
+    # --8<-- [start:bert_presets]
+    "bert": {
+        "default": (
+            BertConfig(vocab_size=2000, max_len=64, n_layer=4, n_head=4, d_model=128, dropout=0.1),
+            TrainConfig(steps=3000, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=150, weight_decay=0.01,
+                        eval_interval=500, eval_iters=8, threads=1, num_samples=0),
+        ),
+        "tiny": (
+            BertConfig(vocab_size=1000, max_len=64, n_layer=2, n_head=2, d_model=64, dropout=0.1),
+            TrainConfig(steps=60, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=6, weight_decay=0.01,
+                        eval_interval=30, eval_iters=2, threads=1, num_samples=0),
+        ),
+        "roberta-tiny": (
+            BertConfig(vocab_size=1000, max_len=64, n_layer=2, n_head=2, d_model=64, dropout=0.1,
+                       nsp=False, masking="dynamic"),
+            TrainConfig(steps=120, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=6, weight_decay=0.01,
+                        eval_interval=60, eval_iters=2, threads=1, num_samples=0),
+        ),
+        "albert-tiny": (
+            BertConfig(vocab_size=1000, max_len=64, n_layer=2, n_head=2, d_model=64, dropout=0.1,
+                       d_embed=16, share_layers=True),
+            TrainConfig(steps=60, batch_size=16, lr=2e-3, min_lr=2e-4, warmup=6, weight_decay=0.01,
+                        eval_interval=30, eval_iters=2, threads=1, num_samples=0),
+        ),
+    },
+    # --8<-- [end:bert_presets]
 }
 MEMORY_FAMILIES = ("xl", "compressive")    # read text in consecutive segments, memory carried
 TEXT_FAMILIES = ("gpt", "lstm") + MEMORY_FAMILIES
 IMAGE_FAMILIES = ("vit",)     # --data names an image set (data/images.py), not a file
+CORPUS_FAMILIES = TEXT_FAMILIES + ("bert",)   # families that train on the corpus or --data, with a tokenizer
 
 
 def read_config_file(path) -> dict:
@@ -228,6 +259,9 @@ def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokeniz
         from .tasks.segments import SegmentLMTask
         text = load_text(data) if data else default_corpus()
         return SegmentLMTask.from_text(text, model_cfg.segment_len, train_cfg.val_fraction, tokenizer)
+    if family == "bert":
+        from .tasks.bert_pretraining import pretraining_task
+        return pretraining_task(model_cfg, seed=train_cfg.seed, data=data, tokenizer=tokenizer)
     if family in TEXT_FAMILIES:
         from .data.corpus import default_corpus, load_text
         text = load_text(data) if data else default_corpus()
@@ -243,7 +277,7 @@ def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokeniz
         from .tasks.text_to_text import TextToTextTask
         return TextToTextTask(load_text(data) if data else default_corpus(), seed=train_cfg.seed)
     if data:
-        raise ValueError(f"--data is for the text models ({', '.join(TEXT_FAMILIES)}); --model {family} "
+        raise ValueError(f"--data is for the text models ({', '.join(CORPUS_FAMILIES)}); --model {family} "
                          "trains on its synthetic task")
     if family == "seq2seq":
         return ReverseTask(max_len=min(model_cfg.max_src_len, model_cfg.max_tgt_len, 8), seed=train_cfg.seed)
@@ -275,7 +309,7 @@ def start_run(family: str, model_cfg, train_cfg: TrainConfig, data=None, out_dir
     tokenizer = None
     if resume and out_dir and not (Path(out_dir) / LAST).is_file():
         raise CheckpointError(f"nothing to resume: no checkpoint in {str(out_dir)!r}")
-    if resume and out_dir and family in TEXT_FAMILIES:
+    if resume and out_dir and family in CORPUS_FAMILIES:
         _, _, meta = load_checkpoint(out_dir, "last")
         tokenizer = tokenizer_of(meta, out_dir)
     task = make_task(family, model_cfg, train_cfg, data, tokenizer)

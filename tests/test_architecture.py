@@ -22,10 +22,11 @@ LAYERS = [
     ("checkpoints", ["checkpoint"]),
     ("the training loop", ["train"]),
     ("generation", ["generate", "beam_search"]),
+    ("transfer learning", ["transfer"]),
     ("compression", ["compress"]),
     ("interop: Hugging Face and ONNX", ["interop"]),
     ("benchmarks", ["benchmarking"]),
-    ("the edge: presets, config files, command line", ["presets", "cli", "__main__", "__init__"]),
+    ("the edge: presets, config files, command line", ["presets", "cli", "bert_cli", "__main__", "__init__"]),
 ]
 
 

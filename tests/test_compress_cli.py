@@ -170,10 +170,11 @@ def test_checkpoint_of_another_model(tmp_path, capsys):
     save_checkpoint(tmp_path / "s2s", seq2seq.state_dict(), {"model": seq2seq.describe()})
     assert main(["compress", str(tmp_path / "s2s"), "--method", "int8"]) == 2
     assert "holds a 'seq2seq' model" in capsys.readouterr().err
-    save_checkpoint(tmp_path / "bert", {"w": np.zeros(3, np.float32)},
-                    {"model": {"kind": "bert", "config": {"n_layer": 1}}, "tokenizer": {"type": "char", "chars": "ab"}})
-    assert main(["compress", str(tmp_path / "bert"), "--method", "int8"]) == 2
-    assert "unknown model family 'bert'" in capsys.readouterr().err
+    save_checkpoint(tmp_path / "unknown", {"w": np.zeros(3, np.float32)},
+                    {"model": {"kind": "no-such-family", "config": {"n_layer": 1}},
+                     "tokenizer": {"type": "char", "chars": "ab"}})
+    assert main(["compress", str(tmp_path / "unknown"), "--method", "int8"]) == 2
+    assert "unknown model family 'no-such-family'" in capsys.readouterr().err
     save_checkpoint(tmp_path / "other", {"w": np.zeros(3, np.float32)},
                     {"model": {"kind": "gpt", "config": {"n_layer": 1, "vision_patch": 4}}})
     assert main(["compress", str(tmp_path / "other"), "--method", "int8"]) == 2

@@ -166,3 +166,20 @@ def test_checkpoint_round_trip(tmp_path, corpus, tok):
     char = CharTokenizer.from_text(corpus)                          # character checkpoints still load
     save_checkpoint(tmp_path / "c", state, {"step": 1, "tokenizer": char.to_dict()})
     assert tokenizer_of(load_checkpoint(tmp_path / "c")[2]).chars == char.chars
+
+
+def test_min_frequency(corpus):
+    """The threshold: fast == plain for every min_frequency, no merged pair rarer than it, and
+    bad values refused."""
+    counts = Counter(pre_tokenize(corpus[:8000], lowercase=True))
+    for m in (2, 7, 30):
+        fast, plain = train_wordpiece(counts, 300, m), train_wordpiece_plain(counts, 300, m)
+        assert fast == plain
+    # with a threshold above every pair count nothing merges: the vocabulary is the alphabet
+    top = max(counts.values()) * 50
+    assert train_wordpiece(counts, 300, top) == train_wordpiece(counts, 5, 1)
+    few = WordPieceTokenizer.train(HUGS, 20, min_frequency=15)          # h+##u is seen exactly 15 times
+    assert "hug" not in WordPieceTokenizer.train(HUGS, 20, min_frequency=16).itos
+    assert "hu" in few.itos or "hug" in few.itos
+    with pytest.raises(ValueError, match="min_frequency"):
+        WordPieceTokenizer.train(HUGS, 20, min_frequency=0)

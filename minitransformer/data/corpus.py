@@ -17,8 +17,21 @@ _PRINTABLE = set(chr(c) for c in range(32, 127)) | {"\n"}
 
 def default_corpus(max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """Docstrings of the standard library, in a fixed file order, up to `max_chars` characters."""
-    root = Path(sysconfig.get_paths()["stdlib"])
     pieces, total = [], 0
+    for _, doc in stdlib_docstrings():
+        pieces.append(doc + "\n\n")
+        total += len(doc) + 2
+        if total >= max_chars:
+            break
+    return "".join(pieces)[:max_chars]
+
+
+def stdlib_docstrings():
+    """(module, docstring) pairs of the standard library in a fixed file order: every module,
+    class and function docstring longer than 40 characters, kept to printable ASCII. The module
+    is the file's top-level name ("email" for email/message.py, "os" for os.py)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = False
     for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
         rel = path.relative_to(root).parts
         if rel[0] in ("site-packages", "dist-packages") or any(part.startswith("test") for part in rel):
@@ -27,18 +40,15 @@ def default_corpus(max_chars: int = DEFAULT_MAX_CHARS) -> str:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
             continue
+        module = Path(rel[0]).stem
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node)
                 if doc and len(doc) > 40:
-                    doc = "".join(c for c in doc if c in _PRINTABLE)
-                    pieces.append(doc + "\n\n")
-                    total += len(doc) + 2
-                    if total >= max_chars:
-                        return "".join(pieces)[:max_chars]
-    if not pieces:
+                    found = True
+                    yield module, "".join(c for c in doc if c in _PRINTABLE)
+    if not found:
         raise RuntimeError(f"no docstrings found under {root}; pass a text file with --data FILE")
-    return "".join(pieces)[:max_chars]
 
 
 def load_text(path: str | os.PathLike) -> str:

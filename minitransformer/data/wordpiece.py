@@ -72,8 +72,9 @@ def merge_pieces(a: str, b: str) -> str:
 
 
 # --8<-- [start:train_plain]
-def train_wordpiece_plain(word_counts: dict, vocab_size: int) -> list[str]:
-    """The reference: recount every piece and pair and rescore them all after every merge."""
+def train_wordpiece_plain(word_counts: dict, vocab_size: int, min_frequency: int = 1) -> list[str]:
+    """The reference: recount every piece and pair and rescore them all after every merge; only
+    pairs seen at least `min_frequency` times side by side may merge."""
     words = {w: [w[0]] + ["##" + c for c in w[1:]] for w in word_counts}
     vocab = list(SPECIAL_TOKENS) + sorted({p for pieces in words.values() for p in pieces})
     while len(vocab) < vocab_size:
@@ -83,6 +84,7 @@ def train_wordpiece_plain(word_counts: dict, vocab_size: int) -> list[str]:
                 piece_count[p] += word_counts[w]
             for pair in zip(pieces, pieces[1:]):
                 pair_count[pair] += word_counts[w]
+        pair_count = Counter({ab: n for ab, n in pair_count.items() if n >= min_frequency})
         if not pair_count:
             break
         # highest count(ab) / (count(a) * count(b)), then the more frequent pair, then string order
@@ -105,8 +107,9 @@ def train_wordpiece_plain(word_counts: dict, vocab_size: int) -> list[str]:
 
 
 # --8<-- [start:train]
-def train_wordpiece(word_counts: dict, vocab_size: int) -> list[str]:
-    """Vocabulary (specials, sorted alphabet, then merges in order) learnt from {word: count};
+def train_wordpiece(word_counts: dict, vocab_size: int, min_frequency: int = 1) -> list[str]:
+    """Vocabulary (specials, sorted alphabet, then merges in order) learnt from {word: count},
+    merging only pairs seen at least `min_frequency` times side by side;
     the same as `train_wordpiece_plain`, measured about 100 times faster
     (2,000 tokens from 200,000 characters of the default corpus: 0.24 s against 23 s, 2 CPU cores).
 
@@ -149,7 +152,8 @@ def train_wordpiece(word_counts: dict, vocab_size: int) -> list[str]:
         return pair_count[pair] / (piece_count[pair[0]] * piece_count[pair[1]])
 
     def push(pair):
-        heapq.heappush(heap, (-score(pair), -pair_count[pair], pair))
+        if pair_count[pair] >= min_frequency:          # rarer pairs wait until (if) they are seen more
+            heapq.heappush(heap, (-score(pair), -pair_count[pair], pair))
 
     for i in range(len(words)):
         add_word(i, +1)
@@ -209,8 +213,14 @@ class WordPieceTokenizer:
                              default=1)
 
     @classmethod
-    def train(cls, text: str, vocab_size: int, lowercase: bool = False) -> "WordPieceTokenizer":
-        """Learn a vocabulary of at most `vocab_size` tokens from `text` (fewer if no pair is left)."""
+    def train(cls, text: str, vocab_size: int, lowercase: bool = False,
+              min_frequency: int = 1) -> "WordPieceTokenizer":
+        """Learn a vocabulary of at most `vocab_size` tokens from `text` (fewer if no pair is left).
+
+        min_frequency: merge only pairs seen at least this often. The score count(ab) / (count(a)
+        count(b)) is largest for pieces that are rare but always together, so a small vocabulary
+        trained without a threshold spends its merges on long rare names and leaves common words
+        in letters; a threshold of a few dozen keeps the merges on frequent words."""
         if not isinstance(text, str):
             raise TypeError(f"WordPieceTokenizer.train: text must be a str, got {type(text).__name__}")
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
@@ -227,7 +237,9 @@ class WordPieceTokenizer:
             raise ValueError(f"WordPieceTokenizer.train: vocab_size={vocab_size} is smaller than the "
                              f"{len(SPECIAL_TOKENS)} special tokens + the text's {len(alphabet)} "
                              f"initial pieces = {minimum}; use vocab_size >= {minimum}")
-        return cls(train_wordpiece(counts, int(vocab_size)), lowercase)
+        if isinstance(min_frequency, bool) or not isinstance(min_frequency, (int, np.integer)) or min_frequency < 1:
+            raise ValueError(f"WordPieceTokenizer.train: min_frequency must be an int >= 1, got {min_frequency!r}")
+        return cls(train_wordpiece(counts, int(vocab_size), int(min_frequency)), lowercase)
 
     @property
     def vocab_size(self) -> int:
