@@ -9,15 +9,17 @@ curve). Every model, ViT and scikit-learn, trains on the remaining 72%.
 Every ViT is the `vit` default preset (presets.py: 2 pre-LN blocks, width 64, 4 heads, dropout 0.1,
 AdamW, 2000 steps of batch 64) with only the patch size changed, trained by the one training loop
 (`train.fit`) with several seeds. After every `--eval-every` steps a callback measures the accuracy on
-all the validation images and on all the test images; its own time is not charged to training. Training time is measured two ways:
-wall-clock seconds, and the CPU seconds of this process (with one BLAS thread and one training thread,
-the run uses one core, so on a machine shared with other jobs its CPU time is close to the wall time
-it would take alone; the wall time is what this shared machine gave). The script checks the target of
-the chapter: test accuracy >= 0.96 within 60 s of training on 2 CPU cores.
+all the validation images and on all the test images; its own time is not charged to training.
+Training time is measured two ways: wall-clock seconds, and the CPU seconds of this process (with
+one BLAS thread and one training thread, the run uses one core, so on a machine shared with other
+jobs its CPU time is close to the wall time it would take alone; the wall time is what this shared
+machine gave). The script checks the target of the chapter: test accuracy >= 0.96 within 60 s of
+training on 2 CPU cores.
 
 Usage: python benchmarks/vit_digits.py [--seeds 3] [--quick] [--threads 1]
 Writes docs/benchmarks/vit_digits.json (with a `test_accuracy` field: the 4x4 model, mean over the
-seeds), docs/benchmarks/vit_digits.md, vit_digits_curve.md, vit_digits_attention.md, and the figures
+seeds; `validation_curve`, and `step_choice`: what the 4x4 validation curve says about the step
+count), docs/benchmarks/vit_digits.md, vit_digits_curve.md, vit_digits_attention.md, and the figures
 docs/figures/vit_cls_attention.png, vit_accuracy_time.png and vit_positions.png (--out, --figures:
 elsewhere; --no-write: print only).
 """
@@ -149,7 +151,8 @@ def table(meta, rows, base) -> str:
     ref = next(r for r in rows if r["patch_size"] == PATCH_SIZES[0])
     md = [f"ViT on the 8x8 digits, stratified 80/20 train/test split, 10% of the training part held out for "
           f"validation ({meta['n_train']} training, {meta['n_val']} validation, {meta['n_test']} test images; "
-          f"every model, ViT and scikit-learn, trains on the same {meta['n_train']}); the `vit` default preset ({meta['steps']} steps of batch {meta['batch_size']}) with the "
+          f"every model, ViT and scikit-learn, trains on the same {meta['n_train']}); the `vit` default "
+          f"preset ({meta['steps']} steps of batch {meta['batch_size']}) with the "
           f"patch size changed, mean over {meta['seeds']} seed(s) (min-max in brackets). Time: training only "
           f"(evaluations excluded), CPU seconds of the process and wall seconds, {meta['blas_threads']} BLAS "
           f"thread and one training thread, on a 2-core machine shared with other jobs (load average "
@@ -384,7 +387,8 @@ def main(argv=None):
               "train_cpu_s": head["train_cpu_s"], "train_wall_s": head["train_wall_s"],
               "meta": meta, "ablation": rows, "baselines": base, "attention_on_ink": ink, "position_similarity": positions,
               "runs": [{k: v for k, v in r.items() if k != "model"} for r in runs]}
-    text, curve, looks = table(meta, rows, base), curve_table(runs, args.eval_every, choice), attention_table(ink, positions)
+    text, looks = table(meta, rows, base), attention_table(ink, positions)
+    curve = curve_table(runs, args.eval_every, choice)
     print(text)
     print(curve)
     print(looks)
