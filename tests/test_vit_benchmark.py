@@ -22,6 +22,11 @@ def test_vit_digits_benchmark_writes_its_results(tmp_path, monkeypatch):
     assert [r["patch_size"] for r in result["ablation"]] == [4, 2, 8]
     assert {b["label"].split(" ")[0] for b in result["baselines"]} == {"SVC", "logistic"}
     assert len(result["runs"][0]["curve"]) == 2                       # steps 10 and 20
+    assert result["meta"]["n_train"] + result["meta"]["n_val"] + result["meta"]["n_test"] == 1797
+    assert [p["step"] for p in result["validation_curve"]["4"]] == [10, 20]
+    choice = result["step_choice"]                                    # judged on validation images
+    assert choice["best_step"] in (10, 20) and choice["tolerance"] == 1 / result["meta"]["n_val"]
+    assert "validation / test" in (tmp_path / "vit_digits_curve.md").read_text()
     assert "| ViT, 2x2 patches | 17 | 4 |" in (tmp_path / "vit_digits.md").read_text()
     assert [(r["patch_size"], r["block"]) for r in result["attention_on_ink"]] == [(2, 1), (2, 2), (4, 1), (4, 2)]
     assert "| 2x2 | 1 |" in (tmp_path / "vit_digits_attention.md").read_text()

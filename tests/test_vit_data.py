@@ -7,7 +7,8 @@ import pytest
 
 from minitransformer.checkpoint import load_model
 from minitransformer.cli import main
-from minitransformer.data.images import SHAPE_CLASSES, load_digits_split, make_shapes, stratified_split
+from minitransformer.data.images import (SHAPE_CLASSES, load_digits_split, make_shapes, shapes_split, split_indices,
+                                         stratified_split)
 from minitransformer.models.vit import ViTConfig
 from minitransformer.presets import make_task
 from minitransformer.tasks.image_classification import ImageClassificationTask
@@ -24,6 +25,52 @@ def test_stratified_split_holds_out_the_same_fraction_of_every_class():
     assert (again == train).all() and not np.array_equal(other, train)
     with pytest.raises(ValueError, match=r"test_fraction must lie in \(0, 1\), got 1.5"):
         stratified_split(labels, 1.5)
+
+
+def test_split_indices_hold_out_test_then_validation_from_the_rest():
+    labels = np.repeat(np.arange(3), [50, 100, 30])
+    train, val, test = split_indices(labels, test_fraction=0.2, val_fraction=0.1, seed=0)
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert sorted(np.concatenate([train, val, test]).tolist()) == list(range(labels.size))   # a partition
+    assert np.bincount(labels[test]).tolist() == [10, 20, 6]         # 20% of every class
+    assert np.bincount(labels[val]).tolist() == [4, 8, 2]            # 10% of every class of the other 80%
+    rest, test_alone = stratified_split(labels, 0.2, seed=0)
+    assert (test_alone == test).all() and set(train) | set(val) == set(rest)   # the test part is the 80/20 one
+    for bad in (0.0, 1.0, -0.1, 2):
+        with pytest.raises(ValueError, match=rf"val_fraction \(the share of the training part held out\) must "
+                                             rf"lie strictly between 0 and 1, got {bad}"):
+            split_indices(labels, 0.2, bad)
+        with pytest.raises(ValueError, match=rf"test_fraction .* got {bad}"):
+            split_indices(labels, bad, 0.1)
+    with pytest.raises(ValueError, match=r"val_fraction .* got 1.0"):
+        shapes_split(64, 16, val_fraction=1.0)
+    with pytest.raises(ValueError, match=r"test_fraction .* got 0"):
+        load_digits_split(0)
+
+
+def _rows(images) -> set:
+    """Each image as bytes, to tell which part of a split an image came from."""
+    return {image.tobytes() for image in images}
+
+
+def test_val_batches_come_from_the_validation_images_only():
+    """The validation part is neither trained on nor taken from the test images (the noisy
+    generated shapes are all distinct, so an image identifies its part)."""
+    task = ImageClassificationTask(shapes_split(200, 64, seed=0), "shapes")
+    train, val, test = (_rows(x) for x in (task.data.train_images, task.data.val_images, task.data.test_images))
+    assert len(train) == 180 and len(val) == 20 and len(test) == 64
+    assert not train & val and not train & test and not val & test
+    rng = np.random.default_rng(0)
+    drawn_val = _rows(task.batch("val", 256, rng)[0])
+    drawn_train = _rows(task.batch("train", 512, rng)[0])
+    assert drawn_val <= val and len(drawn_val) > len(val) // 2
+    assert drawn_train <= train
+    assert "180 training, 20 validation and 64 test images" in task.describe()
+    assert {k: task.state()[k] for k in ("n_train", "n_val", "n_test")} == {"n_train": 180, "n_val": 20, "n_test": 64}
+    model = type("Constant", (), {})()                               # accuracy on all the val images, not test
+    task.predict = lambda model, images: np.zeros(len(images), np.int64)
+    assert task.val_accuracy(model) == (task.data.val_labels == 0).mean()
+    assert task.test_accuracy(model) == (task.data.test_labels == 0).mean()
 
 
 def test_generated_shapes():
@@ -62,13 +109,20 @@ def test_missing_scikit_learn_is_explained(monkeypatch):
 
 def test_digits_split():
     pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
     data = load_digits_split(0.2, seed=0)
     assert data.image_shape == (1, 8, 8) and data.n_classes == 10
-    assert len(data.train_labels) + len(data.test_labels) == 1797
+    assert len(data.train_labels) + len(data.val_labels) + len(data.test_labels) == 1797
     assert abs(len(data.test_labels) / 1797 - 0.2) < 0.01
     assert data.train_images.min() >= 0 and data.train_images.max() == 1.0
-    share = np.bincount(data.test_labels) / np.bincount(np.concatenate([data.train_labels, data.test_labels]))
-    assert np.abs(share - 0.2).max() < 0.02                               # every class 20% held out
+    counts = np.bincount(load_digits().target)
+    assert np.abs(np.bincount(data.test_labels) / counts - 0.2).max() < 0.02            # 20% of every class
+    rest = counts - np.bincount(data.test_labels)
+    assert np.abs(np.bincount(data.val_labels) / rest - 0.1).max() < 0.02             # 10% of the rest
+    train, val, test = (_rows(x) for x in (data.train_images, data.val_images, data.test_images))
+    assert len(train) + len(val) + len(test) == 1797                  # the digits are distinct: disjoint parts
+    task = ImageClassificationTask(data, "digits")
+    assert _rows(task.batch("val", 512, np.random.default_rng(1))[0]) <= val
 
 
 def test_train_vit_tiny_on_shapes(tmp_path, capsys):

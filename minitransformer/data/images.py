@@ -10,8 +10,13 @@ r"""Images without downloads: scikit-learn's bundled 8x8 digits, and generated s
   generated from a seed, any size and number of channels. Tests use them so that they need nothing
   beyond NumPy.
 
-Both come as an `ImageSplit`: float32 images (n, channels, S, S) and int64 labels, a train part and
-a test part. The digits are split by `stratified_split`: the same fraction of every class is held out.
+Both come as an `ImageSplit`: float32 images (n, channels, S, S) and int64 labels in three disjoint
+parts. The **test** part is held out first and is looked at only for the final accuracy; the
+**validation** part is carved out of what is left (the training part, before any training) and is
+what the training loop's validation loss and the ``best`` checkpoint are measured on; the model
+trains on the rest. The digits are split by `split_indices`, `stratified_split` twice: the same
+fraction of every class is held out each time (by default 20% for test, then 10% of the remaining
+80% for validation: 72% / 8% / 20% of the images).
 """
 from __future__ import annotations
 
@@ -21,15 +26,23 @@ import numpy as np  # host-side data (arrays are moved to the device by the task
 
 SHAPE_CLASSES = ("horizontal bar", "vertical bar", "diagonal", "hollow square")
 DIGITS_MAX_VALUE = 16.0       # the digits' pixels are integers 0..16
+TEST_FRACTION = 0.2           # of all the images, held out for the final test accuracy
+VAL_FRACTION = 0.1            # of the training part (what the test part leaves), held out for validation
 
 
+# --8<-- [start:image_split]
 class ImageSplit(NamedTuple):
+    """Three disjoint parts: train (the model learns from it), val (the training loop's validation
+    loss and the ``best`` checkpoint), test (only the final accuracy)."""
     name: str                 # what the images are, for messages and checkpoints
     train_images: np.ndarray  # (n_train, channels, S, S) float32
     train_labels: np.ndarray  # (n_train,) int64
+    val_images: np.ndarray    # (n_val, channels, S, S) float32
+    val_labels: np.ndarray    # (n_val,) int64
     test_images: np.ndarray   # (n_test, channels, S, S) float32
     test_labels: np.ndarray   # (n_test,) int64
     n_classes: int
+# --8<-- [end:image_split]
 
     @property
     def image_shape(self) -> tuple:
@@ -61,13 +74,39 @@ def stratified_split(labels, test_fraction: float, seed: int = 0):
 # --8<-- [end:stratified_split]
 
 
-def _split(name, images, labels, n_classes, test_fraction, seed) -> ImageSplit:
-    tr, te = stratified_split(labels, test_fraction, seed)
-    return ImageSplit(name, images[tr], labels[tr], images[te], labels[te], n_classes)
+def _check_fraction(name: str, value: float, of: str) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"{name} (the share of {of} held out) must lie strictly between 0 and 1, got {value!r}")
 
 
-def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> ImageSplit:
-    """scikit-learn's 8x8 digits as (n, 1, 8, 8) images in [0, 1], split stratified."""
+# --8<-- [start:split_indices]
+def split_indices(labels, test_fraction: float = TEST_FRACTION, val_fraction: float = VAL_FRACTION,
+                  seed: int = 0):
+    """(train, val, test) indices into `labels`, disjoint, each stratified by class.
+
+    First `test_fraction` of every class is held out as the test part; then `val_fraction` of every
+    class of what remains (the training part) is held out as the validation part."""
+    _check_fraction("test_fraction", test_fraction, "all the images")
+    _check_fraction("val_fraction", val_fraction, "the training part")
+    labels = np.asarray(labels)
+    rest, test = stratified_split(labels, test_fraction, seed)
+    if rest.size < 2:
+        raise ValueError(f"split_indices: test_fraction={test_fraction} leaves {rest.size} training "
+                         f"image(s) of {labels.size}; a validation part needs at least 2")
+    train_at, val_at = stratified_split(labels[rest], val_fraction, seed + 1)   # positions within rest
+    return rest[train_at], rest[val_at], test
+# --8<-- [end:split_indices]
+
+
+def _split(name, images, labels, n_classes, test_fraction, val_fraction, seed) -> ImageSplit:
+    tr, va, te = split_indices(labels, test_fraction, val_fraction, seed)
+    return ImageSplit(name, images[tr], labels[tr], images[va], labels[va], images[te], labels[te], n_classes)
+
+
+def load_digits_split(test_fraction: float = TEST_FRACTION, seed: int = 0,
+                      val_fraction: float = VAL_FRACTION) -> ImageSplit:
+    """scikit-learn's 8x8 digits as (n, 1, 8, 8) images in [0, 1], split stratified into train,
+    validation (`val_fraction` of the training part) and test (`test_fraction` of all)."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -77,8 +116,11 @@ def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> ImageSplit:
     digits = load_digits()
     images = (digits.images / DIGITS_MAX_VALUE).astype(np.float32)[:, None]   # (n,8,8) -> (n,1,8,8)
     labels = digits.target.astype(np.int64)
-    return _split(f"8x8 digits (scikit-learn, stratified {1 - test_fraction:.0%}/{test_fraction:.0%})",
-                  images, labels, 10, test_fraction, seed)
+    _check_fraction("test_fraction", test_fraction, "all the images")      # before the name formats it
+    _check_fraction("val_fraction", val_fraction, "the training part")
+    return _split(f"8x8 digits (scikit-learn, stratified {1 - test_fraction:.0%}/{test_fraction:.0%} "
+                  f"train/test, {val_fraction:.0%} of train held out for validation)",
+                  images, labels, 10, test_fraction, val_fraction, seed)
 
 
 # --8<-- [start:shapes]
@@ -125,9 +167,14 @@ def _draw(img, k: int, rng) -> None:
 
 
 def shapes_split(n_train: int = 1024, n_test: int = 256, image_size: int = 8, channels: int = 1,
-                 seed: int = 0) -> ImageSplit:
-    """Generated shapes: the test images come from another seed than the training images."""
-    train = make_shapes(n_train, image_size, channels, seed)
+                 seed: int = 0, val_fraction: float = VAL_FRACTION) -> ImageSplit:
+    """Generated shapes: the test images come from another seed than the training images, and
+    `val_fraction` of the n_train generated training images (stratified) are held out for validation."""
+    _check_fraction("val_fraction", val_fraction, "the training part")
+    if n_train < 2:
+        raise ValueError(f"shapes_split: n_train must be at least 2 (a training and a validation image), got {n_train}")
+    images, labels = make_shapes(n_train, image_size, channels, seed)
+    tr, va = stratified_split(labels, val_fraction, seed + 2)
     test = make_shapes(n_test, image_size, channels, seed + 1)
     return ImageSplit(f"generated shapes ({image_size}x{image_size}, {channels} channel(s))",
-                      *train, *test, len(SHAPE_CLASSES))
+                      images[tr], labels[tr], images[va], labels[va], *test, len(SHAPE_CLASSES))
