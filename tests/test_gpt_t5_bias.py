@@ -182,3 +182,12 @@ def test_errors():
     kernel.set_position_bias(np.zeros((1, 2, 4, 5)))
     with pytest.raises(ValueError, match=r"shape \(1, 2, 4, 4\), got \(1, 2, 4, 5\)"):
         kernel.forward(q, q, q, causal=True)
+
+
+def test_onnx_export_refuses_positions_inside_attention():
+    pytest.importorskip("onnx")
+    from minitransformer.interop.onnx_graph import gpt_to_onnx
+    for positional in ("t5_bias", "rope"):
+        model = GPT(GPTConfig(vocab_size=9, block_size=8, n_layer=1, n_head=2, d_model=8, positional=positional))
+        with pytest.raises(ValueError, match=f"positional='{positional}' is not exported"):
+            gpt_to_onnx(model)
