@@ -1,11 +1,12 @@
 """Positions that extrapolate: train at context 64, evaluate at 64, 128 and 256.
 
-Four GPTs that differ only in GPTConfig.positional (learned, sinusoidal, rope, alibi) are trained
+Five GPTs that differ only in GPTConfig.positional (learned, sinusoidal, rope, alibi, t5_bias) are trained
 with the same data, seed, steps and schedule on the built-in corpus at context 64; each is then
 rebuilt with a context of 256 and the same weights (`benchmarking.extrapolation.longer_context`) and
 evaluated on the same validation windows of 64, 128 and 256 characters. A learned table has no rows
 beyond position 63: that model is evaluated at 64 only and reported as not applicable beyond.
-(T5's relative bias would be the fifth row; the GPT does not have it.)
+t5_bias is T5's causal relative bias (32 buckets, max distance 128, one table shared by the layers):
+beyond distance 128 every key shares the last bucket, so nothing in it is tied to the length 64 either.
 
 Usage: python benchmarks/position_extrapolation.py [--steps 600] [--quick] [--out DIR]
 Writes docs/benchmarks/position_extrapolation.json and .md, and docs/figures/position_extrapolation.png.
@@ -39,7 +40,7 @@ from minitransformer.train import TrainConfig, fit  # noqa: E402
 DOCS = ROOT / "docs"
 TRAIN_T = 64
 EVAL_T = (64, 128, 256)
-POSITIONALS = ("learned", "sinusoidal", "rope", "alibi")
+POSITIONALS = ("learned", "sinusoidal", "rope", "alibi", "t5_bias")
 
 
 def run(steps: int, windows: int, corpus_chars: int):

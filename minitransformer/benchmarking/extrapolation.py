@@ -2,8 +2,8 @@
 
 `longer_context` rebuilds a trained GPT with a larger ``block_size`` and the same weights. That is
 possible when nothing in the weights is tied to the training length: sinusoidal positions (a
-formula, its table rebuilt), RoPE (angles computed per position) and ALiBi (a penalty per
-distance). A learned table has no rows beyond the training length, so there is nothing to evaluate:
+formula, its table rebuilt), RoPE (angles computed per position), ALiBi (a penalty per
+distance) and T5's bias (a table over distance buckets, the last one open-ended). A learned table has no rows beyond the training length, so there is nothing to evaluate:
 `longer_context` refuses it with `NotExtrapolable`, and the benchmark reports "not applicable".
 `loss_by_position` is the mean cross-entropy at every position of many windows.
 """

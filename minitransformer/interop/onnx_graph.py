@@ -196,6 +196,9 @@ def check_exportable(model) -> None:
     if kernel not in EXACT_KERNELS:
         raise ValueError(f"ONNX export: attention kernel {kernel!r} is not exported; the graph computes "
                          f"exact attention, which kernels {list(EXACT_KERNELS)} compute")
+    if model.config.positional not in ("learned", "sinusoidal"):
+        raise ValueError(f"ONNX export: positional={model.config.positional!r} is not exported; the graph adds "
+                         "a table of absolute positions to the input ('learned' or 'sinusoidal')")
 
 
 # --8<-- [start:onnx_gpt]

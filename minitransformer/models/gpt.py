@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from .. import backend
 from ..gradcheck import register
+from ..attention.relative_bias import RelativePositionBias
+from ..attention.shared_bias_attention import SharedBiasAttention
 from ..blocks import EncoderBlock
 from ..config import require_int
 from ..nn.checks import check_array, check_targets, check_token_ids
@@ -32,7 +34,7 @@ from .model import IGNORE_INDEX, Model
 from .registry import register_model
 
 LOW_RANK_TARGETS = ("attn.qkv", "attn.proj", "ffn.fc1", "ffn.fc2")   # the Linears of a block
-POSITIONALS = ("learned", "sinusoidal", "rope", "alibi")
+POSITIONALS = ("learned", "sinusoidal", "rope", "alibi", "t5_bias")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class GPTConfig:
     low_rank: int | None = None     # K: factorise the chosen Linear layers as W ~ A B of rank K
     low_rank_targets: tuple = LOW_RANK_TARGETS  # which Linears of every block are factorised
     norm_eps: float = 1e-5          # epsilon of every LayerNorm (GPT-2 folders set layer_norm_epsilon)
+    relative_buckets: int = 32      # positional="t5_bias": buckets of the shared causal T5 table
+    relative_max_distance: int = 128  # positional="t5_bias": distances beyond share the last bucket
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -69,6 +73,16 @@ class GPTConfig:
         if self.positional == "alibi" and self.attention != "dense":
             raise ValueError(f"GPTConfig.positional='alibi' adds its bias to the dense kernel's scores; "
                              f"attention={self.attention!r} cannot take it (use attention='dense')")
+        if self.positional == "t5_bias":
+            if self.attention != "dense":
+                raise ValueError(f"GPTConfig.positional='t5_bias' adds a learned bias to the scores of its own "
+                                 f"softmax kernel; attention={self.attention!r} cannot take it (use attention='dense')")
+            require_int(self, "relative_buckets", 4)
+            require_int(self, "relative_max_distance", 1)
+            if self.relative_buckets % 2 or self.relative_max_distance <= self.relative_buckets // 2:
+                raise ValueError(f"GPTConfig: relative_buckets must be even and relative_max_distance larger "
+                                 f"than relative_buckets / 2 (the exact buckets), got relative_buckets="
+                                 f"{self.relative_buckets}, relative_max_distance={self.relative_max_distance}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"GPTConfig.dropout must lie in [0, 1), got {self.dropout}")
         if (isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float))
@@ -97,7 +111,7 @@ class GPT(Model):
         elif c.positional == "sinusoidal":
             self.wpe = SinusoidalPositionalEncoding(c.block_size, c.d_model)
         else:
-            self.wpe = None                    # RoPE and ALiBi put positions inside every attention layer
+            self.wpe = None                    # RoPE, ALiBi, T5's bias put positions inside every attention layer
         attention = "alibi" if c.positional == "alibi" else c.attention
         self.drop = Dropout(c.dropout, seed=seed + 1)
         residual_std = 0.02 / math.sqrt(2 * c.n_layer)
@@ -113,9 +127,21 @@ class GPT(Model):
             if isinstance(module, LayerNorm):
                 module.eps = float(c.norm_eps)
         self._init_weights(rng, residual_std)
+        self.relative_bias = self._shared_relative_bias(rng) if c.positional == "t5_bias" else None
         if c.low_rank is not None:
             self._factorise(c.low_rank, c.low_rank_targets, rng)
         self.cache = None
+
+    # --8<-- [start:gpt_t5_bias_init]
+    def _shared_relative_bias(self, rng):
+        """positional="t5_bias": one causal T5 table (buckets x heads), owned here, read by every
+        layer; each block's dense kernel becomes the SharedBiasAttention that adds it."""
+        c = self.config
+        for block in self.blocks:
+            block.attn.kernel = SharedBiasAttention(c.n_head, c.d_model // c.n_head, c.block_size)
+        return RelativePositionBias(c.n_head, bidirectional=False, num_buckets=c.relative_buckets,
+                                    max_distance=c.relative_max_distance, rng=rng, std=c.d_model ** -0.5)
+    # --8<-- [end:gpt_t5_bias_init]
 
     def _factorise(self, rank: int, targets, rng) -> None:
         """GPTConfig.low_rank: the chosen Linears of every block become rank-K LowRankLinears, drawn
@@ -154,6 +180,10 @@ class GPT(Model):
         if self.wpe is not None:
             x = self.wpe(x, offset)                        # + positions offset..offset+T-1
         x = self.drop(x)
+        if self.relative_bias is not None:                 # T5: one bias for all layers, keys 0..offset+T-1
+            bias = self.relative_bias(idx.shape[1], offset + idx.shape[1], offset)   # (1, H, T, S)
+            for block in self.blocks:
+                block.attn.kernel.set_position_bias(bias)
         for i, block in enumerate(self.blocks):
             x = block(x, causal=True, kv_cache=kv_caches[i] if kv_caches else None)
         if self.ln_f is not None:
@@ -181,6 +211,9 @@ class GPT(Model):
             dx = self.ln_f.backward(dx)
         for block in reversed(self.blocks):
             dx = block.backward(dx)
+        if self.relative_bias is not None:
+            # fwd: every layer adds the same P  =>  dP = sum over layers, scattered into the table once
+            self.relative_bias.backward(sum(block.attn.kernel.bias_grad for block in self.blocks))
         dx = self.drop.backward(dx)
         if self.wpe is not None:
             dx = self.wpe.backward(dx)
@@ -237,3 +270,19 @@ def _gradcheck_gpt_lowrank(device: str):
     return check_module("models.GPT(low_rank=3)", model, [idx, targets],
                         run=lambda m, i, t: m.forward(i, t)[1],
                         backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)
+
+
+@register("models.gpt_relative_bias")
+def _gradcheck_gpt_relative_bias(device: str):
+    """The shared causal T5 table in a whole GPT: its gradient is the sum of the layers' dP, scattered;
+    a small table (8 buckets, max distance 6) so that buckets repeat within T = 7."""
+    from ..gradcheck import check_module
+    cfg = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, d_model=8, positional="t5_bias",
+                    relative_buckets=8, relative_max_distance=6)
+    model = GPT(cfg, seed=7).to(device, "float64")
+    rng = backend.host_rng(8)
+    idx = backend.to_device(rng.integers(0, 11, (2, 7)), device)
+    targets = backend.to_device(rng.integers(0, 11, (2, 7)), device)
+    return [check_module("models.GPT(pre-LN, t5_bias relative bias, H=2, T=7)", model, [idx, targets],
+                         run=lambda m, i, t: m.forward(i, t)[1],
+                         backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)]
