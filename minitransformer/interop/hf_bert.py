@@ -74,7 +74,7 @@ NSP_NAMES = [
 ARCHITECTURES = {"BertForPreTraining": True, "BertForMaskedLM": False}   # -> has the NSP head
 # settings our BERT cannot reproduce: key -> the one value it supports
 REQUIRED = {"hidden_act": "gelu", "position_embedding_type": "absolute", "is_decoder": False,
-            "add_cross_attention": False, "tie_word_embeddings": True, "chunk_size_feed_forward": 0}
+            "add_cross_attention": False, "tie_word_embeddings": True}
 
 
 def bert_names(n_layer: int, nsp: bool, pooler: bool = True) -> list[tuple[str, str, str]]:

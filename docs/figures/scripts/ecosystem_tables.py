@@ -208,7 +208,7 @@ def bert_parity_table() -> None:
     write_table("hf_bert_parity", ["logits of the fixture's batch", "MLM: max abs difference", "NSP: max abs difference"],
                 rows, note=f"The fixture's batch is {ids.shape[0]} padded sentence pairs of {ids.shape[1]} tokens; "
                            f"its MLM logits reach {float(np.abs(e['mlm_logits']).max()):.1f} in absolute value. "
-                           "In the last row our tokenizer's [CLS] (id 2) reads BERT's row 2, [UNK]. Made by `docs/figures/scripts/ecosystem_tables.py`.")
+                           "In the last row our tokenizer's `[CLS]` (id 2) reads BERT's row 2, `[UNK]`. Made by `docs/figures/scripts/ecosystem_tables.py`.")
 
 
 def main() -> None:
