@@ -92,6 +92,9 @@ def test_import_hf_writes_a_checkpoint_that_fill_mask_uses(tmp_path, capsys):
     assert ids[position] == 4 and len(best) == 3
     lines = [f"  {tok.itos[t]:<16s} {p:.4f}" for t, p in best]
     assert f"[MASK] at token {position}:\n" + "\n".join(lines) in printed
+    assert main(["export", "--checkpoint", str(run), "--format", "hf"]) == 0     # -> run/hf
+    again, tok2 = import_hf(run / "hf")
+    assert again.describe() == model.describe() and tok2.to_dict() == tok.to_dict()
 
 
 def test_masked_lm_folder_without_pooler_and_nsp(tmp_path):
