@@ -228,8 +228,10 @@ def test_live_transformers_reads_the_fixture_like_we_do():
     np.testing.assert_allclose(nsp, out.seq_relationship_logits.numpy(), rtol=0, atol=1e-5)
     their_tok = transformers.BertTokenizer(str(FOLDER / "vocab.txt"), do_lower_case=True)
     _, tok = import_hf(FOLDER)
-    text = "Return the Café's VALUE: unreadable 東京 files, [MASK] naïve\tdata!"
-    assert ORDER[tok.encode(text)].tolist() == their_tok(text, add_special_tokens=False)["input_ids"]
+    for text in ["Return the Café's VALUE: unreadable 東京 files, [MASK] naïve\tdata!",
+                 "soft\u00adhyphen, zero\u200dwidth, private\ue000use, Ｆｕｌｌ width ＡＢＣ, ÅNGSTRÖM",
+                 "\u3000ideographic space\u2003em\x1cfile sep\r\n  [SEP] [CLS][PAD] [UNK]"]:
+        assert ORDER[tok.encode(text)].tolist() == their_tok(text, add_special_tokens=False)["input_ids"], text
 
 
 def test_live_fill_mask_agrees_with_transformers(tmp_path):
@@ -276,3 +278,10 @@ def test_live_our_export_loads_in_transformers(tmp_path, nsp):
     their_tok = transformers.BertTokenizer.from_pretrained(str(tmp_path / "hf"))
     text = "Open the Café [MASK], read its data."
     assert their_tok(text, add_special_tokens=False)["input_ids"] == tok.encode(text).tolist()
+
+
+def test_a_word_table_longer_than_vocab_txt_keeps_its_extra_rows_last(tmp_path):
+    model, tok = import_hf(_copy(tmp_path, edit_vocab=lambda v: v[:-1]))     # 92 tokens, 93 rows
+    assert tok.vocab_size == 92 and model.config.vocab_size == 93
+    mlm, _ = predict(model, *our_inputs())
+    np.testing.assert_allclose(mlm, EXPECTED["mlm_logits"][..., ORDER], rtol=0, atol=1e-5)

@@ -54,13 +54,14 @@ def is_cjk(c: str) -> bool:
 
 # --8<-- [start:bert_basic]
 def bert_clean(text: str) -> str:
-    """BERT's basic clean-up before the split: NUL, U+FFFD and control characters dropped, every
-    whitespace character a plain space, a space either side of each CJK ideograph."""
+    """BERT's basic clean-up before the split: NUL, U+FFFD and control, format, private-use and
+    unassigned characters (Unicode category C*) dropped, tab, newline, carriage return and every
+    space separator (Zs) a plain space, a space either side of each CJK ideograph."""
     out = []
     for c in text:
         if c in "\t\n\r" or unicodedata.category(c) == "Zs":
             out.append(" ")
-        elif c == "\x00" or c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cf"):
+        elif c == "\x00" or c == "\ufffd" or unicodedata.category(c).startswith("C"):
             continue
         else:
             out.append(f" {c} " if is_cjk(c) else c)
