@@ -166,7 +166,8 @@ def bert_layout_table(model, folder) -> None:
                              "each transposed, then joined side by side" if kind == "weight" else "joined"])
         rows.append([f"`{hf}`", shape(theirs[hf]), f"`{mine}`", shape(ours[mine]), MAPPINGS[how]])
     rows.append(["(`cls.predictions.decoder.weight`, tied to the word embeddings)",
-                 shape(theirs["bert.embeddings.word_embeddings.weight"]), "(the decoder is `encoder.embeddings.word.weight.T`)",
+                 shape(theirs["bert.embeddings.word_embeddings.weight"]),
+                 "(the decoder is `encoder.embeddings.word.weight.T`)",
                  shape(ours["encoder.embeddings.word.weight"]), "not stored"])
     c = model.config
     write_table("hf_bert_layout", ["Hugging Face BERT", "shape", "minitransformer BERT", "shape", "mapping"], rows,
@@ -205,10 +206,12 @@ def bert_parity_table() -> None:
     model.load_state_dict(state)
     rows.append(["... with the vocabulary rows left in vocab.txt's order (our tokenizer's ids, BERT's rows)"]
                 + diffs(model, ids, order))
-    write_table("hf_bert_parity", ["logits of the fixture's batch", "MLM: max abs difference", "NSP: max abs difference"],
+    header = ["logits of the fixture's batch", "MLM: max abs difference", "NSP: max abs difference"]
+    write_table("hf_bert_parity", header,
                 rows, note=f"The fixture's batch is {ids.shape[0]} padded sentence pairs of {ids.shape[1]} tokens; "
                            f"its MLM logits reach {float(np.abs(e['mlm_logits']).max()):.1f} in absolute value. "
-                           "In the last row our tokenizer's `[CLS]` (id 2) reads BERT's row 2, `[UNK]`. Made by `docs/figures/scripts/ecosystem_tables.py`.")
+                           "In the last row our tokenizer's `[CLS]` (id 2) reads BERT's row 2, `[UNK]`. "
+                           "Made by `docs/figures/scripts/ecosystem_tables.py`.")
 
 
 def main() -> None:
