@@ -85,7 +85,7 @@ def _copy(tmp_path, edit_config=None, edit_tensors=None):
 
 
 @pytest.mark.parametrize("edit_config, edit_tensors, message", [
-    (lambda c: c.update(model_type="bert"), None, r"model_type 'bert' cannot be imported; supported: \['gpt2'\]"),
+    (lambda c: c.update(model_type="t5"), None, r"model_type 't5' cannot be imported; supported: \['bert', 'gpt2'\]"),
     (lambda c: c.update(activation_function="silu"), None, "activation_function='silu' is not supported"),
     (lambda c: c.update(scale_attn_by_inverse_layer_idx=True), None, "scale_attn_by_inverse_layer_idx"),
     (lambda c: c.update(n_layer=3), None, r"missing, e.g. \['h.2.ln_1.weight'"),

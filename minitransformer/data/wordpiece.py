@@ -33,6 +33,7 @@ import numpy as np  # host side only: ids are returned as int32 arrays
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")   # ids 0..4, in this order
 PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(len(SPECIAL_TOKENS))
+MAX_WORD_CHARS = 100                 # BertTokenizer's max_input_chars_per_word: longer words are [UNK]
 _SPECIAL_RE = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
 
@@ -44,16 +45,51 @@ def is_punctuation(c: str) -> bool:
     return unicodedata.category(c).startswith("P")
 
 
-def pre_tokenize(text: str, lowercase: bool = False) -> list[str]:
-    """Words of `text`: special tokens whole, then whitespace-separated chunks cut at punctuation."""
+def is_cjk(c: str) -> bool:
+    """A CJK ideograph (the Unicode blocks BERT's tokenizer splits one character at a time)."""
+    o = ord(c)
+    return (0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF or 0x20000 <= o <= 0x2A6DF or 0x2A700 <= o <= 0x2B73F
+            or 0x2B740 <= o <= 0x2B81F or 0x2B820 <= o <= 0x2CEAF or 0xF900 <= o <= 0xFAFF or 0x2F800 <= o <= 0x2FA1F)
+
+
+# --8<-- [start:bert_basic]
+def bert_clean(text: str) -> str:
+    """BERT's basic clean-up before the split: NUL, U+FFFD and control, format, private-use and
+    unassigned characters (Unicode category C*) dropped, tab, newline, carriage return and every
+    space separator (Zs) a plain space, a space either side of each CJK ideograph."""
+    out = []
+    for c in text:
+        if c in "\t\n\r" or unicodedata.category(c) == "Zs":
+            out.append(" ")
+        elif c == "\x00" or c == "\ufffd" or unicodedata.category(c).startswith("C"):
+            continue
+        else:
+            out.append(f" {c} " if is_cjk(c) else c)
+    return "".join(out)
+
+
+def strip_accents(word: str) -> str:
+    """The word in NFD (letters and their combining marks apart) with the marks (category Mn) dropped."""
+    return "".join(c for c in unicodedata.normalize("NFD", word) if unicodedata.category(c) != "Mn")
+# --8<-- [end:bert_basic]
+
+
+def pre_tokenize(text: str, lowercase: bool = False, bert_basic: bool = False,
+                 accents: bool = True) -> list[str]:
+    """Words of `text`: special tokens whole, then whitespace-separated chunks cut at punctuation.
+    bert_basic: first `bert_clean` (as Hugging Face's BertTokenizer); accents=False: `strip_accents`."""
     words = []
     for i, part in enumerate(_SPECIAL_RE.split(text)):
         if i % 2:                                   # re.split puts the captured specials at odd places
             words.append(part)
             continue
+        if bert_basic:
+            part = bert_clean(part)
         if lowercase:
             part = part.lower()
         for chunk in part.split():
+            if not accents:
+                chunk = strip_accents(chunk)
             start = 0
             for j, c in enumerate(chunk):
                 if is_punctuation(c):
@@ -64,6 +100,20 @@ def pre_tokenize(text: str, lowercase: bool = False) -> list[str]:
             if start < len(chunk):
                 words.append(chunk[start:])
     return words
+
+
+def special_first_order(tokens: list[str]) -> list[int]:
+    """Positions in `tokens` (a vocabulary in someone else's order, e.g. BERT's vocab.txt with
+    [PAD]=0 [UNK]=100 [CLS]=101 [SEP]=102 [MASK]=103) of this tokenizer's ids: the five special
+    tokens first, then the others in their order. ``new_table = table[order]`` moves any table."""
+    where = {t: i for i, t in enumerate(tokens)}
+    missing = [t for t in SPECIAL_TOKENS if t not in where]
+    if missing:
+        raise ValueError(f"WordPiece vocabulary: expected the special tokens {list(SPECIAL_TOKENS)}, "
+                         f"{missing} missing")
+    specials = [where[t] for t in SPECIAL_TOKENS]
+    taken = set(specials)
+    return specials + [i for i in range(len(tokens)) if i not in taken]
 
 
 def merge_pieces(a: str, b: str) -> str:
@@ -195,7 +245,7 @@ def train_wordpiece(word_counts: dict, vocab_size: int, min_frequency: int = 1) 
 class WordPieceTokenizer:
     """Subword tokens with fixed special ids ([PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4)."""
 
-    def __init__(self, vocab, lowercase: bool = False):
+    def __init__(self, vocab, lowercase: bool = False, bert_basic: bool = False, accents: bool = True):
         vocab = list(vocab)
         if not all(isinstance(t, str) and t for t in vocab):
             raise TypeError("WordPieceTokenizer: every token must be a non-empty string")
@@ -208,6 +258,9 @@ class WordPieceTokenizer:
         self.itos = vocab
         self.stoi = {t: i for i, t in enumerate(vocab)}
         self.lowercase = bool(lowercase)
+        # bert_basic: Hugging Face BertTokenizer's pre-tokenisation (bert_clean, words over
+        # MAX_WORD_CHARS characters are [UNK]); accents=False strips them as its lowercasing does
+        self.bert_basic, self.accents = bool(bert_basic), bool(accents)
         # longest piece in characters, without the ## prefix: where the longest-match search starts
         self.max_piece = max((len(t) - 2 * t.startswith("##") for t in vocab[len(SPECIAL_TOKENS):]),
                              default=1)
@@ -248,6 +301,8 @@ class WordPieceTokenizer:
     def encode_word(self, word: str) -> list[int]:
         """Greedy longest-match-first pieces of one word; [UNK] if some position has no match."""
         ids, start = [], 0
+        if self.bert_basic and len(word) > MAX_WORD_CHARS:
+            return [UNK_ID]
         while start < len(word):
             for end in range(min(len(word), start + self.max_piece), start, -1):
                 piece = word[start:end] if start == 0 else "##" + word[start:end]
@@ -264,7 +319,7 @@ class WordPieceTokenizer:
         if not isinstance(text, str):
             raise TypeError(f"WordPieceTokenizer.encode: expected a str, got {type(text).__name__}")
         ids = []
-        for w in pre_tokenize(text, self.lowercase):
+        for w in pre_tokenize(text, self.lowercase, self.bert_basic, self.accents):
             ids.extend([self.stoi[w]] if w in SPECIAL_TOKENS else self.encode_word(w))
         return np.array(ids, dtype=np.int32)
 
@@ -285,7 +340,10 @@ class WordPieceTokenizer:
         return " ".join(out)
 
     def to_dict(self) -> dict:
-        return {"type": "wordpiece", "vocab": list(self.itos), "lowercase": self.lowercase}
+        d = {"type": "wordpiece", "vocab": list(self.itos), "lowercase": self.lowercase}
+        if self.bert_basic or not self.accents:
+            d.update(bert_basic=self.bert_basic, accents=self.accents)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "WordPieceTokenizer":
@@ -294,4 +352,27 @@ class WordPieceTokenizer:
             raise ValueError(f"unknown tokenizer type {kind!r}: expected 'wordpiece'")
         if not isinstance(d.get("vocab"), list):
             raise ValueError("WordPieceTokenizer.from_dict: expected a 'vocab' list of tokens in id order")
-        return cls(d["vocab"], d.get("lowercase", False))
+        return cls(d["vocab"], d.get("lowercase", False), d.get("bert_basic", False), d.get("accents", True))
+
+    # --8<-- [start:from_vocab_file]
+    @classmethod
+    def from_vocab_file(cls, path, lowercase: bool = True, accents: bool | None = None) -> "WordPieceTokenizer":
+        """A BERT ``vocab.txt`` (one token a line, the line number its id) with Hugging Face's
+        basic tokenisation. The special tokens move to ids 0..4 (`special_first_order`); a model
+        read with this vocabulary must move its word table rows the same way. accents=None: stripped
+        when lowercasing, as BertTokenizer does."""
+        tokens = read_vocab_file(path)
+        order = special_first_order(tokens)
+        return cls([tokens[i] for i in order], lowercase, bert_basic=True,
+                   accents=(not lowercase) if accents is None else accents)
+    # --8<-- [end:from_vocab_file]
+
+
+def read_vocab_file(path) -> list[str]:
+    """The tokens of a vocab.txt in line order; blank or repeated lines are errors naming the line."""
+    with open(path, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n").rstrip("\r") for line in f]
+    for n, t in enumerate(tokens, 1):
+        if not t.strip():
+            raise ValueError(f"{path}: line {n} is empty; expected one token per line")
+    return tokens

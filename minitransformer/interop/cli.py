@@ -3,27 +3,30 @@ folders and ONNX files out.
 
     minitransformer import-hf path/to/gpt2-folder --out runs/gpt2
     minitransformer generate --checkpoint runs/gpt2 --prompt "Hello" --greedy
+    minitransformer import-hf path/to/bert-folder --out runs/bert             # + vocab.txt
+    minitransformer fill-mask --checkpoint runs/bert --text "the [MASK] of the file."
     minitransformer export --checkpoint runs/default --format hf              # -> runs/default/hf/
     minitransformer export --checkpoint runs/default --format onnx            # -> runs/default/model.onnx
     minitransformer export --checkpoint runs/default --format onnx --quantize int8
     minitransformer export --checkpoint runs/default --format onnx --kv-cache     # for token-by-token decoding
 
 Nothing is downloaded: the folder must hold config.json and model.safetensors (and vocab.json +
-merges.txt for GPT-2's tokenizer). An ONNX export is checked at once: onnxruntime runs it on a
+merges.txt for GPT-2's tokenizer, vocab.txt for BERT's). An ONNX export is checked at once: onnxruntime runs it on a
 probe input and the largest logit difference from minitransformer's own forward is printed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-FORMATS = {"hf": "a Hugging Face folder (config.json, model.safetensors, vocab.json + merges.txt)",
+FORMATS = {"hf": "a Hugging Face folder (config.json, model.safetensors, vocab.json + merges.txt or vocab.txt)",
            "onnx": "an ONNX file (opset 17) for onnxruntime"}
 
 
 def add_parser(subparsers) -> None:
     """Add the `import-hf` and `export` subcommands to an argparse subparsers object."""
-    p = subparsers.add_parser("import-hf", help="import a local Hugging Face folder (GPT-2) as a checkpoint",
+    p = subparsers.add_parser("import-hf", help="import a local Hugging Face folder (GPT-2, BERT) as a checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="DIR", help="Hugging Face model folder: config.json + model.safetensors")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write the checkpoint into")
@@ -54,7 +57,10 @@ def run_import(args) -> int:
     path = import_hf_checkpoint(args.folder, args.out)
     print(f"imported {args.folder} -> {path}")
     if (Path(args.out) / LAST) == path:
-        print(f"try: minitransformer generate --checkpoint {args.out} --prompt 'Hello' --greedy")
+        model_type = json.loads((Path(args.folder) / "config.json").read_text(encoding="utf-8"))["model_type"]
+        print(f"try: minitransformer fill-mask --checkpoint {args.out} --text 'the [MASK] of it.'"
+              if model_type == "bert"
+              else f"try: minitransformer generate --checkpoint {args.out} --prompt 'Hello' --greedy")
     return 0
 
 
@@ -80,7 +86,7 @@ def run_export(args) -> int:
         out = Path(args.out) if args.out else _run_dir(args.checkpoint) / "hf"
         written = export_hf(model, tokenizer, out)
         print(f"wrote {', '.join(p.name for p in written)} to {out}")
-        if tokenizer is not None and not any(p.name == "vocab.json" for p in written):
+        if tokenizer is not None and not any(p.name in ("vocab.json", "vocab.txt") for p in written):
             print(f"note: the {meta['tokenizer']['type']!r} tokenizer has no Hugging Face counterpart; the folder "
                   "holds the model only")
         return 0

@@ -1,8 +1,8 @@
 """Export a minitransformer model as a local Hugging Face folder that transformers loads.
 
 One exporter per model kind in ``EXPORTERS`` (``model, tokenizer -> (config.json dict, tensors)``):
-the GPT becomes ``GPT2LMHeadModel``. The tokenizer goes along when Hugging Face has its kind
-(GPT-2's byte-level BPE: vocab.json + merges.txt); a character-level vocabulary has no Hugging Face
+the GPT becomes ``GPT2LMHeadModel``, BERT ``BertForPreTraining`` (``BertForMaskedLM`` without NSP). The tokenizer goes along when Hugging Face has its kind
+(GPT-2's byte-level BPE: vocab.json + merges.txt; WordPiece: vocab.txt); a character-level vocabulary has no Hugging Face
 counterpart, and the folder then holds the model only.
 """
 from __future__ import annotations
@@ -13,6 +13,8 @@ from ..attention.multi_head import MultiHeadAttention
 from ..blocks import FeedForward
 from ..compress.lora import LoRALinear
 from ..data.bpe import GPT2BPETokenizer
+from ..data.wordpiece import WordPieceTokenizer
+from .hf_bert import hf_config_from_bert, hf_state_from_bert, write_bert_vocab
 from ..nn.linear import Linear
 from .hf_folder import write_hf_folder
 from .hf_gpt2 import gpt2_config_from_gpt, gpt2_state_from_gpt
@@ -24,7 +26,11 @@ def export_gpt(model, tokenizer) -> tuple[dict, dict]:
     return config, gpt2_state_from_gpt(model.state_dict(), model.config.n_layer)
 
 
-EXPORTERS = {"gpt": export_gpt}          # model kind -> exporter
+def export_bert(model, tokenizer) -> tuple[dict, dict]:
+    return hf_config_from_bert(model.config), hf_state_from_bert(model.state_dict(), model.config)
+
+
+EXPORTERS = {"gpt": export_gpt, "bert": export_bert}   # model kind -> exporter
 
 
 def check_plain(model) -> None:
@@ -51,4 +57,6 @@ def export_hf(model, tokenizer, out) -> list[Path]:
     written = write_hf_folder(out, config, tensors)
     if isinstance(tokenizer, GPT2BPETokenizer):
         written += tokenizer.save_files(out)
+    elif isinstance(tokenizer, WordPieceTokenizer):
+        written += write_bert_vocab(tokenizer, out)
     return written

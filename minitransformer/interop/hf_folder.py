@@ -1,5 +1,5 @@
 """A local Hugging Face model folder: ``config.json``, ``model.safetensors`` and, for GPT-2's
-tokenizer, ``vocab.json`` + ``merges.txt``. Read and written here with the safetensors library's
+tokenizer, ``vocab.json`` + ``merges.txt`` (BERT's ``vocab.txt`` is read by ``hf_bert.py``). Read and written here with the safetensors library's
 NumPy API, so neither torch nor transformers is needed; nothing is downloaded.
 
 Only safetensors weights are read: ``pytorch_model.bin`` is a pickle, which can run code when

@@ -9,9 +9,8 @@ output head is tied to the token embedding in both (``lm_head.weight`` is ``wte.
 activation is the tanh approximation of GELU (``"gelu_new"``) and the LayerNorm epsilon is
 ``layer_norm_epsilon``.
 
-A PyTorch ``nn.Linear`` (BERT's layers) stores (out, in) instead and would be transposed, and
-BERT's separate query/key/value matrices would be joined into one (C, 3C); that mapping comes with
-the BERT model, as one more function beside these.
+A PyTorch ``nn.Linear`` (BERT's layers) stores (out, in) instead and is transposed, and BERT's
+separate query/key/value matrices are joined into one (C, 3C): that mapping is ``hf_bert.py``.
 """
 from __future__ import annotations
 

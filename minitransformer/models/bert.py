@@ -13,6 +13,7 @@ and ``share_layers=True`` (ALBERT), fewer layers (DistilBERT's student, trained 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .. import backend
@@ -21,6 +22,7 @@ from ..config import require_int, require_number
 from ..gradcheck import check_module, register
 from ..nn.checks import check_array, check_targets, check_token_ids
 from ..nn.functional.cross_entropy import cross_entropy_backward, cross_entropy_forward
+from ..nn.layernorm import LayerNorm
 from ..nn.module import Module
 from .bert_layers import BertEmbeddings, MLMHead, NSPHead, Pooler, share_parameters
 from .model import IGNORE_INDEX, Model
@@ -45,6 +47,7 @@ class BertConfig:
     n_segments: int = 2             # segment (token-type) embeddings: sentence A and B
     dropout: float = 0.1            # embeddings, attention output and feed-forward
     activation: str = "gelu"        # BERT's GELU (or "gelu_tanh", "relu")
+    norm_eps: float = 1e-5          # epsilon of every LayerNorm (Hugging Face BERT folders: 1e-12)
 
     def __post_init__(self):
         for name in ("vocab_size", "max_len", "n_layer", "n_head", "d_model", "n_segments"):
@@ -64,6 +67,16 @@ class BertConfig:
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"BertConfig.activation must be one of {list(ACTIVATIONS)}, got {self.activation!r}")
         require_number(self, "dropout", 0, 1, high_open=True)
+        if (isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float))
+                or not 0 < self.norm_eps < math.inf):
+            raise ValueError(f"BertConfig.norm_eps must be a finite number > 0, got {self.norm_eps!r}")
+
+
+def set_norm_eps(module: Module, eps: float) -> None:
+    """Give every LayerNorm inside `module` the epsilon `eps`."""
+    for _, m in module.named_modules():
+        if isinstance(m, LayerNorm):
+            m.eps = float(eps)
 
 
 # --8<-- [start:bert_encoder]
@@ -85,6 +98,7 @@ class BertEncoder(Module):
             for block in self.blocks[1:]:
                 share_parameters(block, self.blocks[0])
         self.pooler = Pooler(c.d_model, rng=rng)
+        set_norm_eps(self, c.norm_eps)
         self.cache = None
 
     def forward(self, tokens, segments, pool: bool = True):
@@ -131,6 +145,7 @@ class BertModel(Model):
         self.encoder = BertEncoder(c, rng)
         self.mlm = MLMHead(self.encoder.embeddings.word.weight, c.d_model, rng=rng)
         self.nsp = NSPHead(c.d_model, rng=rng) if c.nsp else None
+        set_norm_eps(self.mlm, c.norm_eps)
         self.cache = None
 
     # --8<-- [start:bert_forward]

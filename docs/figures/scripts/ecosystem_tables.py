@@ -3,12 +3,14 @@
 1. hf_gpt2_layout: every tensor of one GPT-2 block (and the embeddings, final norm and head) as
    Hugging Face stores it beside the tensor minitransformer loads it into, with both shapes; and
    hf_gpt2_parity: our logits (and onnxruntime's) against the ones transformers computed.
+   The same for BERT from its fixture: hf_bert_layout (transposes, the q/k/v join, the vocabulary
+   rows moved) and hf_bert_parity (MLM and NSP logits).
 2. gpt2_tokenizer_steps: a sentence through GPT-2's tokenizer: chunks, bytes as symbols, BPE pieces.
 3. onnx_block_nodes: the ONNX nodes of one block of an exported GPT, with their output shapes
    (onnx's shape inference), and onnx_op_counts: the operators of the float and int8 graphs.
 
 Needs onnx (the test extra installs it). Writes docs/figures/tables/{hf_gpt2_layout,
-hf_gpt2_parity,gpt2_tokenizer_steps,onnx_block_nodes,onnx_op_counts}.md.
+hf_gpt2_parity,hf_bert_layout,hf_bert_parity,gpt2_tokenizer_steps,onnx_block_nodes,onnx_op_counts}.md.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from _common import ROOT, write_table
 from minitransformer.compress.quantize import quantize_model
 from minitransformer.data.bpe import bpe_merge, bytes_to_unicode
 from minitransformer.data.gpt2_pretokenize import gpt2_pretokenize
+from minitransformer.data.wordpiece import read_vocab_file, special_first_order
+from minitransformer.interop.hf_bert import bert_names, qkv_names
 from minitransformer.interop.hf_folder import read_hf_folder
 from minitransformer.interop.hf_gpt2 import PREFIX, gpt2_names
 from minitransformer.interop.hf_import import import_hf
@@ -28,6 +32,8 @@ from minitransformer.interop.onnx_graph import OPSET, gpt_to_onnx
 from minitransformer.models.gpt import GPT, GPTConfig
 
 FIXTURE = ROOT / "tests" / "fixtures" / "hf_gpt2_tiny"
+BERT_FIXTURE = ROOT / "tests" / "fixtures" / "hf_bert_tiny"
+MAPPINGS = {"copy": "copied", "T": "transposed", "rows": "rows moved to our vocabulary order"}
 
 
 def shape(a) -> str:
@@ -146,7 +152,71 @@ def parity_table(model) -> None:
                      "`docs/figures/scripts/ecosystem_tables.py`.")
 
 
+def bert_layout_table(model, folder) -> None:
+    ours, theirs = model.state_dict(), folder.tensors
+    rows = []
+    for mine, hf, how in bert_names(model.config.n_layer, model.config.nsp):
+        if ".blocks." in mine and ".blocks.0." not in mine:
+            continue                                     # every block is laid out like block 0
+        if mine == "encoder.blocks.0.attn.proj.weight":  # the joined projection first, as in the block
+            for kind in ("weight", "bias"):
+                names = [n for n in qkv_names(0) if n.endswith(kind)]
+                rows.append([" + ".join(f"`{n}`" for n in names), " + ".join(shape(theirs[n]) for n in names),
+                             f"`encoder.blocks.0.attn.qkv.{kind}`", shape(ours[f"encoder.blocks.0.attn.qkv.{kind}"]),
+                             "each transposed, then joined side by side" if kind == "weight" else "joined"])
+        rows.append([f"`{hf}`", shape(theirs[hf]), f"`{mine}`", shape(ours[mine]), MAPPINGS[how]])
+    rows.append(["(`cls.predictions.decoder.weight`, tied to the word embeddings)",
+                 shape(theirs["bert.embeddings.word_embeddings.weight"]),
+                 "(the decoder is `encoder.embeddings.word.weight.T`)",
+                 shape(ours["encoder.embeddings.word.weight"]), "not stored"])
+    c = model.config
+    write_table("hf_bert_layout", ["Hugging Face BERT", "shape", "minitransformer BERT", "shape", "mapping"], rows,
+                note=f"The tiny BertForPreTraining of `tests/fixtures/hf_bert_tiny` (C={c.d_model}, H={c.n_head}, "
+                     f"F={c.d_ff}, V={c.vocab_size}, T_max={c.max_len}); layers 1..L-1 repeat layer 0's names. "
+                     "Made by `docs/figures/scripts/ecosystem_tables.py` from `interop/hf_bert.py`'s name list.")
+
+
+def bert_parity_table() -> None:
+    """Our MLM and NSP logits against transformers' for the BERT fixture, and what two mistakes cost:
+    the LayerNorm epsilon left at BERT's usual 1e-12, and the word table left in vocab.txt's order
+    while the tokenizer has moved the special tokens to ids 0..4."""
+    import numpy as np
+    from minitransformer.nn.layernorm import LayerNorm
+
+    e = np.load(BERT_FIXTURE / "expected.npz")
+    order = np.array(special_first_order(read_vocab_file(BERT_FIXTURE / "vocab.txt")))
+    ids = np.argsort(order)[e["input_ids"]]              # BERT's ids -> ours
+    ids[e["attention_mask"] == 0] = 0                    # [PAD], masked out as attention_mask does
+
+    def diffs(model, ids, mlm_order):
+        mlm, nsp = model.predict(ids, e["token_type_ids"])
+        return [f"{float(np.abs(mlm - e['mlm_logits'][..., mlm_order]).max()):.1e}",
+                f"{float(np.abs(nsp - e['nsp_logits']).max()):.1e}"]
+    model, _ = import_hf(BERT_FIXTURE)
+    rows = [["minitransformer, imported"] + diffs(model, ids, order)]
+    for layer in model.modules():
+        if isinstance(layer, LayerNorm):
+            layer.eps = 1e-12                            # BERT's usual value, not this folder's 1e-3
+    rows.append(["... with the LayerNorm epsilon left at 1e-12 (the folder says 1e-3)"] + diffs(model, ids, order))
+    model, _ = import_hf(BERT_FIXTURE)
+    state = model.state_dict()
+    inverse = np.argsort(order)                          # undo the row move: the table in vocab.txt's order
+    state["encoder.embeddings.word.weight"] = state["encoder.embeddings.word.weight"][inverse]
+    state["mlm.bias"] = state["mlm.bias"][inverse]
+    model.load_state_dict(state)
+    rows.append(["... with the vocabulary rows left in vocab.txt's order (our tokenizer's ids, BERT's rows)"]
+                + diffs(model, ids, order))
+    header = ["logits of the fixture's batch", "MLM: max abs difference", "NSP: max abs difference"]
+    write_table("hf_bert_parity", header,
+                rows, note=f"The fixture's batch is {ids.shape[0]} padded sentence pairs of {ids.shape[1]} tokens; "
+                           f"its MLM logits reach {float(np.abs(e['mlm_logits']).max()):.1f} in absolute value. "
+                           "In the last row our tokenizer's `[CLS]` (id 2) reads BERT's row 2, `[UNK]`. "
+                           "Made by `docs/figures/scripts/ecosystem_tables.py`.")
+
+
 def main() -> None:
+    bert_layout_table(import_hf(BERT_FIXTURE)[0], read_hf_folder(BERT_FIXTURE))
+    bert_parity_table()
     model, tok = import_hf(FIXTURE)
     layout_table(model, read_hf_folder(FIXTURE))
     parity_table(import_hf(FIXTURE)[0])
