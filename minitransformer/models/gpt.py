@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .. import backend
 from ..gradcheck import register
-from ..blocks import EncoderBlock
+from ..blocks import AttentionOnlyBlock, EncoderBlock
 from ..config import require_int
 from ..nn.checks import check_array, check_targets, check_token_ids
 from ..nn.dropout import Dropout
@@ -51,6 +51,7 @@ class GPTConfig:
     attention_options: dict = field(default_factory=dict)  # options of that kernel (window, ...)
     low_rank: int | None = None     # K: factorise the chosen Linear layers as W ~ A B of rank K
     low_rank_targets: tuple = LOW_RANK_TARGETS  # which Linears of every block are factorised
+    ffn: bool = True                # False: attention-only blocks (no feed-forward; LayerNorms kept)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -67,6 +68,9 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"GPTConfig.low_rank_targets: unknown layer(s) {unknown}; "
                              f"allowed: {list(LOW_RANK_TARGETS)}")
+        if not self.ffn and self.low_rank is not None and any(t.startswith("ffn.") for t in self.low_rank_targets):
+            raise ValueError("GPTConfig: ffn=False (attention-only) has no ffn.* layers to factorise; "
+                             "set low_rank_targets=('attn.qkv', 'attn.proj')")
 
 
 @register_model("gpt", GPTConfig, "decoder-only causal language model (char-level text)")
@@ -92,6 +96,10 @@ class GPT(Model):
                          activation=c.activation, attention=c.attention,
                          attention_options=dict(c.attention_options), max_len=c.block_size,
                          bias=c.bias, rng=rng, out_std=residual_std)
+            if c.ffn else
+            AttentionOnlyBlock(c.d_model, c.n_head, norm=c.norm, dropout=c.dropout, attention=c.attention,
+                               attention_options=dict(c.attention_options), max_len=c.block_size,
+                               bias=c.bias, rng=rng, out_std=residual_std)
             for _ in range(c.n_layer)
         ]
         self.ln_f = LayerNorm(c.d_model) if c.norm == "pre" else None
@@ -212,3 +220,20 @@ def _gradcheck_gpt_lowrank(device: str):
     return check_module("models.GPT(low_rank=3)", model, [idx, targets],
                         run=lambda m, i, t: m.forward(i, t)[1],
                         backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)
+
+
+@register("models.GPT(ffn=False)")
+def _gradcheck_gpt_attention_only(device: str):
+    """The attention-only GPT of the induction-head experiment, pre-LN and post-LN."""
+    from ..gradcheck import check_module
+    results = []
+    for norm in ("pre", "post"):
+        cfg = GPTConfig(vocab_size=9, block_size=6, n_layer=2, n_head=2, d_model=8, norm=norm, ffn=False)
+        model = GPT(cfg, seed=7).to(device, "float64")
+        rng = backend.host_rng(8)
+        idx = backend.to_device(rng.integers(0, 9, (2, 5)), device)
+        targets = backend.to_device(rng.integers(0, 9, (2, 5)), device)
+        results.append(check_module(f"models.GPT(ffn=False, {norm}-LN)", model, [idx, targets],
+                                    run=lambda m, i, t: m.forward(i, t)[1],
+                                    backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24))
+    return results
