@@ -1,0 +1,119 @@
+r"""Induction heads: copying a repeated random sequence (after Olsson et al. 2022).
+
+A sequence is m random letters, then n letters a_1..a_n, then the same n letters again:
+
+    r_1 .. r_m  a_1 .. a_n  a_1 .. a_n          m + 2n = T,  n drawn from [min_repeat, max_repeat]
+
+All of r and the first copy of a are distinct letters, so once the second copy has started the
+next letter is determined: after a_j comes a_{j+1}. Because n varies, no fixed offset finds it; the
+model must find the earlier a_j and read what followed it. The model is trained and scored on the second copy from its second letter on.
+
+`head_scores` measures two attention patterns: a *previous-token head* puts weight on position
+t-1; an *induction head*, at a position holding a_j of the second copy, puts weight on the position
+right after a_j's first occurrence (t - n + 1), whose letter is the answer.
+"""
+from __future__ import annotations
+
+import numpy as np  # host side: the generator, masks and scores
+
+from ... import backend
+from .text import Segment
+
+LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+class InductionFamily:
+    name = "induction"
+    summary = "random letters, then a random sequence repeated: copy the repeat"
+    chars = LETTERS + "\n"
+
+    def __init__(self, seq_len: int = 32, min_repeat: int = 8, max_repeat: int = 16):
+        if not 2 <= min_repeat <= max_repeat or 2 * max_repeat > seq_len or seq_len - min_repeat > len(LETTERS):
+            raise ValueError(f"InductionFamily: need 2 <= min_repeat <= max_repeat, 2 * max_repeat <= seq_len "
+                             f"and seq_len - min_repeat <= {len(LETTERS)} distinct letters; got seq_len="
+                             f"{seq_len}, repeats {min_repeat}..{max_repeat}")
+        self.seq_len, self.min_repeat, self.max_repeat = seq_len, min_repeat, max_repeat
+        self.max_len = seq_len
+
+    # --8<-- [start:induction_sequence]
+    def sequence(self, rng) -> tuple[str, int]:
+        """(a sequence of seq_len letters, its repeat length n)."""
+        n = int(rng.integers(self.min_repeat, self.max_repeat + 1))
+        m = self.seq_len - 2 * n
+        letters = rng.permutation(len(LETTERS))[:m + n]          # prefix and first copy: distinct
+        prefix, repeat = letters[:m], letters[m:]
+        ids = np.concatenate([prefix, repeat, repeat])
+        return "".join(LETTERS[i] for i in ids), n
+    # --8<-- [end:induction_sequence]
+
+    def sample(self, rng, split: str):
+        """Training scores the second copy from its second letter on, the only predictable part
+        (scoring the random prefix as well only adds noise of log 26 per letter)."""
+        text, n = self.sequence(rng)
+        cut = self.seq_len - n + 1
+        return [Segment(text[:cut], False), Segment(text[cut:], True)]
+
+    def batch(self, rng, batch_size: int):
+        """(ids (B, seq_len) int64 letter ids, repeat lengths (B,), scored (B, seq_len - 1) bool:
+        the targets ids[:, 1:] that lie in the second copy after its first letter)."""
+        seqs = [self.sequence(rng) for _ in range(batch_size)]
+        ids = np.array([[LETTERS.index(c) for c in s] for s, _ in seqs], np.int64)
+        n = np.array([k for _, k in seqs])
+        t = np.arange(1, self.seq_len)                               # position of each target
+        scored = t[None, :] >= (self.seq_len - n + 1)[:, None]       # second copy, from a_2 on
+        return ids, n, scored
+
+    def metrics(self, model, task) -> dict:
+        ids, _, scored = self.batch(np.random.default_rng(task.seed + 99), 64)
+        return {"second_half_accuracy": induction_accuracy(model_next_tokens(model), ids, scored)}
+
+    def describe(self) -> dict:
+        return {"seq_len": self.seq_len, "min_repeat": self.min_repeat, "max_repeat": self.max_repeat}
+
+
+def model_next_tokens(model):
+    """ids (B, T) -> the model's argmax next token at every position (B, T), as host ints.
+    (The tokenizer of the task lists the letters first, so a letter's id is its index.)"""
+    def predict(ids):
+        with model.no_grad():
+            logits, _ = model.forward(backend.to_device(ids, model.device))
+        return backend.to_numpy(logits).argmax(-1)
+    return predict
+
+
+# --8<-- [start:induction_accuracy]
+def induction_accuracy(predict_next, ids: np.ndarray, scored: np.ndarray) -> float:
+    """Fraction of the scored next letters that predict_next (ids (B, T-1) -> (B, T-1)) gets right."""
+    predicted = predict_next(ids[:, :-1])
+    return float((predicted == ids[:, 1:])[scored].mean())
+# --8<-- [end:induction_accuracy]
+
+
+def attention_maps(model, ids: np.ndarray) -> list[np.ndarray]:
+    """The attention probabilities of every block, [(B, H, T, T)] on the host (one forward that
+    keeps its cache, which is where the dense kernel keeps them)."""
+    was_training = model.training
+    model.eval()
+    try:
+        model.forward(backend.to_device(ids, model.device))
+        maps = [backend.to_numpy(block.attn.last_weights) for block in model.blocks]
+    finally:
+        model.train(was_training)
+    if any(m is None for m in maps):
+        raise ValueError("attention_maps needs a kernel that keeps its weights (attention='dense')")
+    return maps
+
+
+# --8<-- [start:head_scores]
+def head_scores(weights: np.ndarray, n: np.ndarray) -> dict:
+    """weights (B, H, T, T) of one block, n (B,) repeat lengths -> per head, the mean attention
+    from position t to t-1 ("previous_token") and, over the second copy, to t-n+1 ("induction")."""
+    B, H, T, _ = weights.shape
+    t = np.arange(1, T)
+    previous = weights[:, :, t, t - 1].mean(axis=(0, 2))             # (H,)
+    induction = np.zeros(H)
+    for b in range(B):
+        t2 = np.arange(T - n[b], T)                                  # the second copy's positions
+        induction += weights[b][:, t2, t2 - n[b] + 1].mean(axis=-1)  # (H,)
+    return {"previous_token": previous.tolist(), "induction": (induction / B).tolist()}
+# --8<-- [end:head_scores]
