@@ -95,7 +95,7 @@ PRESETS["gpt"].update({
                   TrainConfig(steps=1500, **_PROMPT_TRAIN)),
     "induction-1layer": (GPTConfig(n_layer=1, n_head=2, d_model=32, block_size=32, ffn=False),
                          TrainConfig(steps=1500, **_PROMPT_TRAIN)),
-    "fewshot": (GPTConfig(n_layer=3, n_head=4, d_model=64, block_size=96),
+    "fewshot": (GPTConfig(n_layer=2, n_head=4, d_model=48, block_size=96),
                 TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "lr": 2e-3})),
     "addition": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=64),
                  TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "lr": 2e-3})),
@@ -105,8 +105,8 @@ PRESETS["gpt"].update({
               TrainConfig(steps=600, **_PROMPT_TRAIN)),
 })
 PRESETS["gpt-vector"] = {
-    "default": (VectorGPTConfig(n_layer=3, n_head=2, d_model=64, block_size=24),
-                TrainConfig(steps=3000, **{**_PROMPT_TRAIN, "batch_size": 64, "lr": 1e-3, "min_lr": 1e-4})),
+    "default": (VectorGPTConfig(n_layer=3, n_head=2, d_model=48, block_size=24),
+                TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "batch_size": 64, "lr": 2e-3, "min_lr": 2e-4})),
 }
 PRESETS["gpt-vector"]["icl-linear"] = PRESETS["gpt-vector"]["default"]
 # --8<-- [end:prompt_presets]
