@@ -227,8 +227,8 @@ def _gradcheck_gpt_attention_only(device: str):
     """The attention-only GPT of the induction-head experiment, pre-LN and post-LN."""
     from ..gradcheck import check_module
     results = []
-    for norm in ("pre", "post"):
-        cfg = GPTConfig(vocab_size=9, block_size=6, n_layer=2, n_head=2, d_model=8, norm=norm, ffn=False)
+    for norm, n_layer in (("pre", 2), ("post", 1)):
+        cfg = GPTConfig(vocab_size=9, block_size=6, n_layer=n_layer, n_head=2, d_model=8, norm=norm, ffn=False)
         model = GPT(cfg, seed=7).to(device, "float64")
         rng = backend.host_rng(8)
         idx = backend.to_device(rng.integers(0, 9, (2, 5)), device)

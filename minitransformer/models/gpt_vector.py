@@ -123,7 +123,7 @@ class VectorGPT(Model):
 def _gradcheck_vector_gpt(device: str):
     """The whole vector GPT and its squared-error loss, gradients of the input and of every weight."""
     from ..gradcheck import check_module
-    cfg = VectorGPTConfig(n_in=3, n_out=2, block_size=6, n_layer=2, n_head=2, d_model=8)
+    cfg = VectorGPTConfig(n_in=3, n_out=2, block_size=6, n_layer=1, n_head=2, d_model=8, d_ff=12)
     model = VectorGPT(cfg, seed=9).to(device, "float64")
     rng = backend.host_rng(10)
     x = backend.to_device(rng.standard_normal((2, 5, 3)), device)
