@@ -27,7 +27,7 @@ class InductionFamily:
     summary = "random letters, then a random sequence repeated: copy the repeat"
     chars = LETTERS + "\n"
 
-    def __init__(self, seq_len: int = 24, min_repeat: int = 6, max_repeat: int = 12):
+    def __init__(self, seq_len: int = 16, min_repeat: int = 4, max_repeat: int = 8):
         if not 2 <= min_repeat <= max_repeat or 2 * max_repeat > seq_len or seq_len - min_repeat > len(LETTERS):
             raise ValueError(f"InductionFamily: need 2 <= min_repeat <= max_repeat, 2 * max_repeat <= seq_len "
                              f"and seq_len - min_repeat <= {len(LETTERS)} distinct letters; got seq_len="
