@@ -29,16 +29,7 @@ def evaluate(run: dict, n: int) -> dict:
     ids, reps, scored = family.batch(np.random.default_rng(77), n)
     accuracy = induction.induction_accuracy(induction.model_next_tokens(model), ids, scored)
     maps = induction.attention_maps(model, ids[:, :-1])
-    scores = [induction.head_scores(w, reps) for w in maps]
-    return {"accuracy": accuracy, "head_scores": scores, "uniform_over_seen_once": seen_once_chance(family, reps)}
-
-
-def seen_once_chance(family, reps) -> float:
-    """Accuracy of guessing uniformly among the letters seen exactly once so far: the best a model
-    can do that knows which letters repeated but not what followed them. Before a_{j+1} of the
-    second copy, m + n - j letters have been seen once (m = T - 2n)."""
-    chances = [1.0 / (family.seq_len - 2 * n + n - j) for n in reps for j in range(1, n)]
-    return float(np.mean(chances))
+    return {"accuracy": accuracy, "head_scores": [induction.head_scores(w, reps, scored) for w in maps]}
 
 
 def main(argv=None) -> int:
@@ -53,13 +44,14 @@ def main(argv=None) -> int:
     results = {L: evaluate(run, args.sequences) for L, run in runs.items()}
 
     family = runs[2]["task"].family
-    text, n = family.sequence(np.random.default_rng(5))
-    prompt = text[:len(text) - n + 3]                                  # the second copy's first 3 letters
+    text, n, m = family.sequence(np.random.default_rng(5))
+    prompt = text[:m + n + 3]                                          # the second copy's first 3 letters
     completion = greedy_completions(runs[2]["model"], runs[2]["task"].tokenizer, [prompt], n - 3, stop=None)[0]
+    expected = text[m + n + 3:m + 2 * n]
 
     data = {"task": family.describe(), "results": {str(L): r for L, r in results.items()},
             "runs": {str(L): run_summary(run) for L, run in runs.items()},
-            "example": {"prompt": prompt, "completion": completion, "expected": text[len(prompt):]},
+            "example": {"prompt": prompt, "completion": completion, "expected": expected},
             "note": MACHINE_NOTE}
     rows = ["| model | parameters | second-copy accuracy | best previous-token score (layer.head) | "
             "best induction score (layer.head) | train s |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -74,26 +66,29 @@ def main(argv=None) -> int:
         for li, sc in enumerate(r["head_scores"]):
             for h in range(len(sc["induction"])):
                 heads.append(f"| {L}-layer | {li}.{h} | {sc['previous_token'][h]:.2f} | {sc['induction'][h]:.2f} |")
-    md = (f"Sequences of {family.seq_len} letters ending in a random block of {family.min_repeat}..{family.max_repeat} "
-          f"letters repeated; accuracy of the greedy next letter over the second copy (from its second letter), "
-          f"{args.sequences} sequences. Guessing uniformly among the letters seen exactly once so far would "
-          f"score {results[1]['uniform_over_seen_once']:.3f}.\n\n" + "\n".join(rows) +
+    md = (f"Sequences of {family.seq_len} letters holding a random block of {family.min_repeat}..{family.max_repeat} "
+          f"letters repeated at a random place; accuracy of the greedy next letter over the second copy (from its "
+          f"second letter), {args.sequences} sequences.\n\n" + "\n".join(rows) +
           "\n\nAttention scores of every head (mean weight on the previous position; over the second copy, mean "
           "weight on the position after the current letter's first occurrence):\n\n" + "\n".join(heads) +
           f"\n\nGreedy completion by the 2-layer model: prompt `{prompt}` → `{completion}` "
-          f"(expected `{text[len(prompt):]}`).\n\n{MACHINE_NOTE}\n")
+          f"(expected `{expected}`).\n\n{MACHINE_NOTE}\n")
     write_results(args.out, "context_induction_heads", data, md)
-    plot_maps(runs[2], results[2], text, args.figures)
+    plot_maps(runs[2], text, n, m, args.figures)
     plot_training(runs, args.figures)
     return 0
 
 
-def plot_maps(run, result, text, figures) -> None:
-    """The 2-layer model's attention on one sequence: every head of both layers."""
+def plot_maps(run, text, n, m, figures) -> None:
+    """The 2-layer model's attention on one sequence: every head of both layers, titled with the
+    head's scores on this sequence."""
     plt = pyplot()
     model, tok = run["model"], run["task"].tokenizer
     ids = tok.encode(text)[None, :-1].astype(np.int64)
     maps = induction.attention_maps(model, ids)
+    scored = np.zeros((1, len(text) - 1), bool)
+    scored[0, m + n:m + 2 * n - 1] = True
+    scores = [induction.head_scores(w, np.array([n]), scored) for w in maps]
     H = maps[0].shape[1]
     fig, axes = plt.subplots(len(maps), H, figsize=(2.6 * H, 2.8 * len(maps)), squeeze=False)
     letters = list(text[:-1])
@@ -101,7 +96,7 @@ def plot_maps(run, result, text, figures) -> None:
         for h in range(H):
             ax = axes[li][h]
             ax.imshow(w[0, h], cmap="viridis", vmin=0, vmax=1)
-            sc = result["head_scores"][li]
+            sc = scores[li]
             ax.set_title(f"layer {li} head {h}\nprev {sc['previous_token'][h]:.2f}  ind {sc['induction'][h]:.2f}",
                          fontsize=8)
             ax.set_xticks(range(len(letters)))

@@ -139,10 +139,16 @@ def test_induction_sequences_repeat_and_scored_positions():
     fam = induction.InductionFamily(seq_len=24, min_repeat=6, max_repeat=10)
     ids, n, scored = fam.batch(np.random.default_rng(0), 200)
     assert set(n) <= set(range(6, 11)) and len(set(n)) > 1
+    starts = []
     for row, k, mask in zip(ids, n, scored):
-        np.testing.assert_array_equal(row[-k:], row[-2 * k:-k])          # the repeat
-        assert len(set(row[:-k])) == 24 - k                              # prefix and first copy distinct
-        assert mask.sum() == k - 1 and mask[-(k - 1):].all()            # second copy, from a_2 on
+        first = int(np.nonzero(mask)[0][0])                                # query of the second a_1
+        starts.append(first)
+        np.testing.assert_array_equal(row[first:first + k], row[first - k:first])   # the repeat
+        assert len(set(row[:first])) == first                            # prefix and first copy distinct
+        assert mask.sum() == k - 1 and mask[first:first + k - 1].all()  # second copy, from a_2 on
+    assert len(set(np.array(starts) - n)) > 3                            # the prefix length varies too
+    segments = fam.sample(np.random.default_rng(1), "train")
+    assert [s.scored for s in segments] == [False, True, False] and len(segments[1].text) >= 5
 
 
 def test_induction_constant_and_perfect_predictors():
@@ -164,16 +170,19 @@ def test_induction_constant_and_perfect_predictors():
 
 def test_head_scores_find_previous_token_and_induction_patterns():
     T, n = 12, np.array([4, 5])
+    scored = np.zeros((2, T), bool)
+    scored[0, 6:9] = True                                                # queries of a_1..a_3
+    scored[1, 4:8] = True
     prev = np.zeros((2, 1, T, T))
     prev[:, 0, 0, 0] = 1.0
     prev[:, 0, np.arange(1, T), np.arange(T - 1)] = 1.0
     ind = np.zeros((2, 1, T, T))
     for b, k in enumerate(n):
         ind[b, 0, np.arange(T), np.arange(T)] = 1.0
-        t2 = np.arange(T - k, T)
-        ind[b, 0, t2, :] = 0.0
-        ind[b, 0, t2, t2 - k + 1] = 1.0
-    s_prev, s_ind = induction.head_scores(prev, n), induction.head_scores(ind, n)
+        q = np.nonzero(scored[b])[0]
+        ind[b, 0, q, :] = 0.0
+        ind[b, 0, q, q - k + 1] = 1.0
+    s_prev, s_ind = induction.head_scores(prev, n, scored), induction.head_scores(ind, n, scored)
     assert s_prev["previous_token"] == [1.0] and s_prev["induction"][0] < 0.5
     assert s_ind["induction"] == [1.0] and s_ind["previous_token"][0] < 0.5
 
