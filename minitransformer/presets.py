@@ -92,7 +92,7 @@ _PROMPT_TRAIN = dict(batch_size=32, lr=3e-3, min_lr=3e-4, warmup=50, weight_deca
                      eval_iters=4, num_samples=0, threads=1)
 PRESETS["gpt"].update({
     "induction": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=20, ffn=False),
-                  TrainConfig(steps=20000, **{**_PROMPT_TRAIN, "eval_interval": 2000})),
+                  TrainConfig(steps=12000, **{**_PROMPT_TRAIN, "eval_interval": 1000})),
     "induction-1layer": (GPTConfig(n_layer=1, n_head=4, d_model=64, block_size=20, ffn=False),
                          TrainConfig(steps=6000, **{**_PROMPT_TRAIN, "eval_interval": 1000})),
     "fewshot": (GPTConfig(n_layer=2, n_head=4, d_model=48, block_size=96),
