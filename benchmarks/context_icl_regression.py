@@ -8,7 +8,7 @@ w = (1/k) sum y_i x_i, and predicting 0. The two estimators' Monte-Carlo errors 
 their closed forms (d-k)/d (then 0) and (d+1)/k: the check passes when every k lies within 4
 standard errors. Writes docs/benchmarks/context_icl_regression.{json,md} and
 docs/figures/context_icl_regression.png.
-Usage: python benchmarks/context_icl_regression.py [--steps 3000] [--prompts 2000]
+Usage: python benchmarks/context_icl_regression.py [--steps N] [--prompts 2000]
 """
 from __future__ import annotations
 

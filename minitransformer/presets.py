@@ -106,7 +106,7 @@ PRESETS["gpt"].update({
 })
 PRESETS["gpt-vector"] = {
     "default": (VectorGPTConfig(n_layer=3, n_head=2, d_model=48, block_size=24),
-                TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "batch_size": 64, "lr": 2e-3, "min_lr": 2e-4})),
+                TrainConfig(steps=6000, **{**_PROMPT_TRAIN, "batch_size": 64, "lr": 2e-3, "min_lr": 2e-4})),
 }
 PRESETS["gpt-vector"]["icl-linear"] = PRESETS["gpt-vector"]["default"]
 # --8<-- [end:prompt_presets]
