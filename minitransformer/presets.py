@@ -102,7 +102,7 @@ PRESETS["gpt"].update({
     "addition-scratchpad": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=64),
                             TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "lr": 2e-3})),
     "roles": (GPTConfig(n_layer=2, n_head=2, d_model=32, block_size=40),
-              TrainConfig(steps=600, **_PROMPT_TRAIN)),
+              TrainConfig(steps=2000, **_PROMPT_TRAIN)),
 })
 PRESETS["gpt-vector"] = {
     "default": (VectorGPTConfig(n_layer=3, n_head=2, d_model=48, block_size=24),
