@@ -143,6 +143,53 @@ class EncoderBlock(Module):
     # --8<-- [end:encoder_block]
 
 
+class AttentionOnlyBlock(Module):
+    """Self-attention with its residual connection and LayerNorm, and no feed-forward network: the
+    block of an attention-only Transformer (Elhage et al. 2021; Olsson et al. 2022), where every
+    computation is a composition of attention heads. norm="pre": y = x + attn(LN(x)); "post":
+    y = LN(x + attn(x)). LayerNorm is kept: it rescales each position on its own, so it mixes no
+    information between positions and the heads stay the only thing that moves it.
+    """
+
+    def __init__(self, d_model: int, n_head: int, norm: str = "pre", dropout: float = 0.0,
+                 attention: str = "dense", attention_options: dict | None = None, max_len: int | None = None,
+                 rng: np.random.Generator | None = None, out_std: float | None = None, bias: bool = True,
+                 rotary: bool = False):
+        super().__init__()
+        rng = rng if rng is not None else backend.host_rng(0)
+        self.norm = _check_norm(norm)
+        self.ln1 = LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_head, attention=attention, attention_options=attention_options,
+                                       max_len=max_len, bias=bias, rng=rng, out_std=out_std,
+                                       rotary=RotaryEmbedding() if rotary else None)
+        self.drop = Dropout(dropout, seed=_seed(rng))
+
+    # --8<-- [start:attention_only_block]
+    def forward(self, x, causal: bool = False, key_padding_mask=None, kv_cache=None):
+        """x (B,T,C) -> (B,T,C)."""
+        mask = dict(causal=causal, key_padding_mask=key_padding_mask, kv_cache=kv_cache)
+        if self.norm == "pre":
+            y = self.drop(self.attn(self.ln1(x), **mask))
+            y += x                                                     # y = x + attn(LN(x))
+            return y
+        h = self.drop(self.attn(x, **mask))
+        h += x
+        return self.ln1(h)                                             # y = LN(x + attn(x))
+
+    def backward(self, dy):
+        if self.norm == "pre":
+            # fwd: y = x + drop(attn(ln1(x)))  =>  dx = dy + ln1'(attn'(drop'(dy)))
+            dx = self.ln1.backward(self.attn.backward(self.drop.backward(dy)))
+            dx += dy
+            return dx
+        # fwd: y = ln1(x + drop(attn(x)))  =>  dh = ln1'(dy),  dx = dh + attn'(drop'(dh))
+        dh = self.ln1.backward(dy)
+        dx = self.attn.backward(self.drop.backward(dh))
+        dx += dh
+        return dx
+    # --8<-- [end:attention_only_block]
+
+
 class DecoderBlock(Module):
     """Masked self-attention, cross-attention over the encoder output `memory`, feed-forward.
 
@@ -334,6 +381,17 @@ def _gradcheck_encoder_block(device: str):
             run = (lambda m, a, c=causal, p=kpm: m.forward(a, causal=c, key_padding_mask=p))
             results.append(check_module(f"blocks.EncoderBlock[{norm}, causal={causal}, pad={kpm is not None}]",
                                         block, [x], run=run))
+    return results
+
+
+@register("blocks.AttentionOnlyBlock")
+def _gradcheck_attention_only_block(device: str):
+    results = []
+    for norm in NORMS:
+        block = AttentionOnlyBlock(4, 2, norm=norm, rng=backend.host_rng(25)).to(device, "float64")
+        (x,) = float64_inputs(device, 25, (2, 3, 4))
+        results.append(check_module(f"blocks.AttentionOnlyBlock[{norm}]", block, [x],
+                                    run=lambda m, a: m.forward(a, causal=True)))
     return results
 
 

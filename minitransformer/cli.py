@@ -50,6 +50,8 @@ def _add_train(sub):
     p.add_argument("--data", metavar="FILE", help="UTF-8 text file to train on (text models; default: the "
                    "built-in corpus of Python standard-library docstrings); for vit the image set: digits "
                    "(default, needs scikit-learn) or shapes (generated)")
+    p.add_argument("--task", help="a prompting task instead of the family's default one (its preset is the "
+                   "default --preset): " + ", ".join(_prompt_task_names()))
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: %(default)s")
     p.add_argument("--steps", type=int, help="total number of optimizer steps (on --resume too: the run "
                    "continues up to this step)")
@@ -70,6 +72,20 @@ def _add_train(sub):
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_train)
+
+
+def _prompt_task_names() -> list[str]:
+    from .tasks.prompting import prompt_task_names
+    return prompt_task_names()
+
+
+def _task_defaults(args):
+    """--task NAME: the model family it trains (when --model is not given) and its preset."""
+    from .presets import PRESETS
+    from .tasks.prompting import model_family_of
+    model = args.model or model_family_of(args.task)
+    preset = args.preset or (args.task if args.task in PRESETS.get(model, {}) else None)
+    return model, preset
 
 
 def _run_train(args):
@@ -93,6 +109,8 @@ def _run_train(args):
     world(args.device)                         # under mpiexec: join the ranks (and pick this rank's GPU)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if args.task:
+        args.model, args.preset = _task_defaults(args)
     family, model_cfg, train_cfg = load_run_config(args.model, args.preset, args.config, overrides)
     if family in TEXT_FAMILIES and train_cfg.num_samples:   # sampling settings checked before training
         check_sampling(train_cfg.sample_tokens, train_cfg.temperature, train_cfg.top_k or None, None,
@@ -104,10 +122,12 @@ def _run_train(args):
         source = f"the image set {args.data or 'digits'}"
     if family == "t5":
         source = f"text-to-text tasks on the words of {args.data or 'the built-in corpus'}"
+    source = f"task {args.task}" if args.task else source
     if world(args.device).is_root:
         print(f"training {family} on {source}, device {args.device}, output {out}")
     result = start_run(family, model_cfg, train_cfg, args.data, out_dir=out, device=args.device,
-                       resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+                       resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+                       task=args.task)
     if not world(args.device).is_root:         # rank 0 reports for all ranks
         return
     final = result["history"][-1] if result["history"] else None

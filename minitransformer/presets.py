@@ -45,6 +45,7 @@ from .models.bert import BertConfig
 from .models.classifier import ClassifierConfig
 from .models.compressive import CompressiveConfig
 from .models.gpt import GPTConfig
+from .models.gpt_vector import VectorGPTConfig
 from .models.lstm import LSTMConfig
 from .models.seq2seq import Seq2SeqConfig
 from .models.t5 import T5Config
@@ -197,6 +198,30 @@ PRESETS = {
     },
     # --8<-- [end:bert_presets]
 }
+# --8<-- [start:prompt_presets]
+# prompting experiments (tasks/prompting, `train --task NAME`): a preset per task, named like it
+_PROMPT_TRAIN = dict(batch_size=32, lr=3e-3, min_lr=3e-4, warmup=50, weight_decay=0.0, eval_interval=250,
+                     eval_iters=4, num_samples=0, threads=1)
+PRESETS["gpt"].update({
+    "induction": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=20, ffn=False),
+                  TrainConfig(steps=12000, **{**_PROMPT_TRAIN, "eval_interval": 1000})),
+    "induction-1layer": (GPTConfig(n_layer=1, n_head=4, d_model=64, block_size=20, ffn=False),
+                         TrainConfig(steps=6000, **{**_PROMPT_TRAIN, "eval_interval": 1000})),
+    "fewshot": (GPTConfig(n_layer=2, n_head=4, d_model=48, block_size=96),
+                TrainConfig(steps=3500, **{**_PROMPT_TRAIN, "lr": 2e-3})),
+    "addition": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=64),
+                 TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "lr": 2e-3})),
+    "addition-scratchpad": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=64),
+                            TrainConfig(steps=2000, **{**_PROMPT_TRAIN, "lr": 2e-3})),
+    "roles": (GPTConfig(n_layer=2, n_head=2, d_model=32, block_size=40),
+              TrainConfig(steps=2000, **_PROMPT_TRAIN)),
+})
+PRESETS["gpt-vector"] = {
+    "default": (VectorGPTConfig(n_layer=3, n_head=2, d_model=48, block_size=24),
+                TrainConfig(steps=6000, **{**_PROMPT_TRAIN, "batch_size": 64, "lr": 2e-3, "min_lr": 2e-4})),
+}
+PRESETS["gpt-vector"]["icl-linear"] = PRESETS["gpt-vector"]["default"]
+# --8<-- [end:prompt_presets]
 MEMORY_FAMILIES = ("xl", "compressive")    # read text in consecutive segments, memory carried
 TEXT_FAMILIES = ("gpt", "lstm") + MEMORY_FAMILIES
 IMAGE_FAMILIES = ("vit",)     # --data names an image set (data/images.py), not a file
@@ -250,10 +275,16 @@ def load_run_config(family: str | None = None, preset: str | None = None, path=N
     return family, model_cfg, train_cfg
 
 
-def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokenizer=None):
+def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokenizer=None, task=None):
     """The task a family trains on by default: text for GPT (a file, or the built-in corpus),
-    the synthetic reversal task for seq2seq, an image set for ViT (`data` names it: digits, shapes)."""
+    the synthetic reversal task for seq2seq, an image set for ViT (`data` names it: digits, shapes);
+    `task` names a prompting task instead."""
     from .tasks import CausalLMTask, ReverseTask
+    if task is not None or family == "gpt-vector":                   # tasks/prompting, by name
+        from .tasks.prompting import make_prompt_task
+        if data:
+            raise ValueError(f"--data and --task {task} exclude each other: a task generates its own data")
+        return make_prompt_task(task or "icl-linear", family, seed=train_cfg.seed)
     if family in MEMORY_FAMILIES:
         from .data.corpus import default_corpus, load_text
         from .tasks.segments import SegmentLMTask
@@ -297,7 +328,7 @@ def make_task(family: str, model_cfg, train_cfg: TrainConfig, data=None, tokeniz
 
 def start_run(family: str, model_cfg, train_cfg: TrainConfig, data=None, out_dir=None, device: str = "cpu",
               resume: bool = False, overwrite: bool = False, progress: bool = True, log=print,
-              stop_after: int | None = None) -> dict:
+              stop_after: int | None = None, task: str | None = None) -> dict:
     """Build the task and the model of a family and train it with `train.fit`; on resume the task
     takes the tokenizer the checkpoint recorded."""
     from . import backend
@@ -312,7 +343,7 @@ def start_run(family: str, model_cfg, train_cfg: TrainConfig, data=None, out_dir
     if resume and out_dir and family in CORPUS_FAMILIES:
         _, _, meta = load_checkpoint(out_dir, "last")
         tokenizer = tokenizer_of(meta, out_dir)
-    task = make_task(family, model_cfg, train_cfg, data, tokenizer)
+    task = make_task(family, model_cfg, train_cfg, data, tokenizer, task)
     model_cfg = task.adapt(model_cfg)
     model = build_model(family, model_cfg, seed=train_cfg.seed).to(device, train_cfg.dtype)
     return fit(model, task, train_cfg, out_dir, resume=resume, overwrite=overwrite, progress=progress,

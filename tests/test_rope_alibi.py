@@ -1,5 +1,7 @@
 """RoPE and ALiBi wired into attention and the GPT: against direct computations, through the KV
 cache, gradients in float64, and the errors at the door."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -118,9 +120,11 @@ def test_rotary_kv_cache_continues_positions(device):
 
 
 # -- the GPT ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("ffn", [True, False])
 @pytest.mark.parametrize("positional", ["rope", "alibi"])
-def test_gpt_cached_decoding_equals_recomputation(device, positional):
-    cfg = GPTConfig(vocab_size=13, block_size=12, n_layer=2, n_head=2, d_model=8, positional=positional)
+def test_gpt_cached_decoding_equals_recomputation(device, positional, ffn):
+    cfg = GPTConfig(vocab_size=13, block_size=12, n_layer=2, n_head=2, d_model=8, positional=positional,
+                    ffn=ffn)
     model = GPT(cfg, seed=8).to(device, "float64")
     assert model.wpe is None and model.supports_kv_cache
     idx = dev(np.random.default_rng(9).integers(0, 13, (2, 9)), device)
@@ -150,9 +154,9 @@ def test_gpt_gradcheck(device, positional):
 def test_positions_matter_without_a_table():
     """RoPE and ALiBi see order although nothing is added to the input: swapping two tokens
     changes the last logits (a model with no positions at all would give the same)."""
-    for positional in ("rope", "alibi"):
+    for positional, ffn in itertools.product(("rope", "alibi"), (True, False)):   # attention-only too
         model = GPT(GPTConfig(vocab_size=9, block_size=8, n_layer=1, n_head=2, d_model=8,
-                              positional=positional), seed=12).to("cpu", "float64")
+                              positional=positional, ffn=ffn), seed=12).to("cpu", "float64")
         a = np.array([[1, 2, 3, 4, 5]])
         b = np.array([[2, 1, 3, 4, 5]])
         assert np.abs(model.forward(a)[0][0, -1] - model.forward(b)[0][0, -1]).max() > 1e-6

@@ -20,7 +20,7 @@ from .. import backend
 from ..gradcheck import register
 from ..attention.relative_bias import RelativePositionBias
 from ..attention.shared_bias_attention import SharedBiasAttention
-from ..blocks import EncoderBlock
+from ..blocks import AttentionOnlyBlock, EncoderBlock
 from ..config import require_int
 from ..nn.checks import check_array, check_targets, check_token_ids
 from ..nn.dropout import Dropout
@@ -57,6 +57,7 @@ class GPTConfig:
     norm_eps: float = 1e-5          # epsilon of every LayerNorm (GPT-2 folders set layer_norm_epsilon)
     relative_buckets: int = 32      # positional="t5_bias": buckets of the shared causal T5 table
     relative_max_distance: int = 128  # positional="t5_bias": distances beyond share the last bucket
+    ffn: bool = True                # False: attention-only blocks (no feed-forward; LayerNorms kept)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "d_model"):
@@ -92,6 +93,9 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"GPTConfig.low_rank_targets: unknown layer(s) {unknown}; "
                              f"allowed: {list(LOW_RANK_TARGETS)}")
+        if not self.ffn and self.low_rank is not None and any(t.startswith("ffn.") for t in self.low_rank_targets):
+            raise ValueError("GPTConfig: ffn=False (attention-only) has no ffn.* layers to factorise; "
+                             "set low_rank_targets=('attn.qkv', 'attn.proj')")
 
 
 @register_model("gpt", GPTConfig, "decoder-only causal language model (char-level text)")
@@ -120,6 +124,10 @@ class GPT(Model):
                          activation=c.activation, attention=attention,
                          attention_options=dict(c.attention_options), max_len=c.block_size,
                          bias=c.bias, rng=rng, out_std=residual_std, rotary=c.positional == "rope")
+            if c.ffn else
+            AttentionOnlyBlock(c.d_model, c.n_head, norm=c.norm, dropout=c.dropout, attention=attention,
+                               attention_options=dict(c.attention_options), max_len=c.block_size,
+                               bias=c.bias, rng=rng, out_std=residual_std, rotary=c.positional == "rope")
             for _ in range(c.n_layer)
         ]
         self.ln_f = LayerNorm(c.d_model) if c.norm == "pre" else None
@@ -286,3 +294,20 @@ def _gradcheck_gpt_relative_bias(device: str):
     return [check_module("models.GPT(pre-LN, t5_bias relative bias, H=2, T=7)", model, [idx, targets],
                          run=lambda m, i, t: m.forward(i, t)[1],
                          backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24)]
+
+
+@register("models.GPT(ffn=False)")
+def _gradcheck_gpt_attention_only(device: str):
+    """The attention-only GPT of the induction-head experiment, pre-LN and post-LN."""
+    from ..gradcheck import check_module
+    results = []
+    for norm, n_layer in (("pre", 2), ("post", 1)):
+        cfg = GPTConfig(vocab_size=9, block_size=6, n_layer=n_layer, n_head=2, d_model=8, norm=norm, ffn=False)
+        model = GPT(cfg, seed=7).to(device, "float64")
+        rng = backend.host_rng(8)
+        idx = backend.to_device(rng.integers(0, 9, (2, 5)), device)
+        targets = backend.to_device(rng.integers(0, 9, (2, 5)), device)
+        results.append(check_module(f"models.GPT(ffn=False, {norm}-LN)", model, [idx, targets],
+                                    run=lambda m, i, t: m.forward(i, t)[1],
+                                    backward=lambda m, d: m.backward(dloss=float(d)), eps=1e-5, max_coords=24))
+    return results
