@@ -13,8 +13,10 @@ is then fine-tuned for --steps steps at lr 3e-3 from:
 
 It also checks, before training, that loading copies every parameter (the relative-bias tables
 and the shared embedding included), and records the RMS of each weight group before and after
-pretraining. Writes docs/benchmarks/t5_pretraining_diagnostic.{json,md} (--out: elsewhere).
-Usage: python benchmarks/t5_pretraining_diagnostic.py [--pretrain-steps 300] [--snapshot 100] [--steps 800]
+pretraining. Options change the pretraining text (--pretrain-text: the fine-tuning inputs, or the fine-tuning
+task itself as a positive control) and the fine-tuning schedule (--lr, --warmup, --steps).
+Writes docs/benchmarks/t5_pretraining_diagnostic[_TAG].{json,md} (--out, --tag: elsewhere).
+Usage: python benchmarks/t5_pretraining_diagnostic.py [--pretrain-steps 300] [--snapshot 100] [--steps 600]
 """
 from __future__ import annotations
 
@@ -56,6 +58,10 @@ def mixed_state(pretrained: dict, fresh: dict, take) -> dict:
     """The pretrained value for names where take(name), else the fresh (random-initialisation) value."""
     return {n: (pretrained[n] if take(n) else fresh[n]) for n in fresh}
 
+
+PRETRAIN_TEXTS = {"corpus": "span corruption on the built-in corpus",
+                  "task-inputs": "span corruption on the fine-tuning inputs",
+                  "text-to-text": "the fine-tuning task itself (a control)"}
 
 # name: (label, which pretrained weights (or None), which parameter names take them)
 ARMS = {
@@ -120,13 +126,15 @@ def main(argv=None) -> int:
     p.add_argument("--pretrain-steps", type=int, default=300)
     p.add_argument("--pretrain-eval", type=int, default=50, help="validate the pretraining every this many steps")
     p.add_argument("--snapshot", type=int, default=100, help="also fine-tune from the weights after this many steps")
-    p.add_argument("--steps", type=int, default=800, help="fine-tuning steps per arm")
+    p.add_argument("--steps", type=int, default=600, help="fine-tuning steps per arm")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of: {', '.join(ARMS)}")
-    p.add_argument("--pretrain-text", choices=("corpus", "task-inputs"), default="corpus",
-                   help="span corruption on the built-in corpus, or on the fine-tuning inputs (no answers)")
+    p.add_argument("--pretrain-text", choices=PRETRAIN_TEXTS, default="corpus",
+                   help="span corruption on the built-in corpus or on the fine-tuning inputs (no answers); "
+                        "text-to-text: the fine-tuning task itself (a positive control)")
     p.add_argument("--lr", type=float, default=3e-3, help="fine-tuning peak lr (min lr: a tenth)")
     p.add_argument("--warmup", type=int, default=50, help="fine-tuning warmup steps")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tag", default="", help="written as t5_pretraining_diagnostic_TAG.{json,md}")
     p.add_argument("--threads", default="1", help="BLAS threads (default 1)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
     args = p.parse_args(argv)
@@ -135,8 +143,9 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     text = default_corpus()
     t2t = TextToTextTask(text, seed=0)
-    span = SpanCorruptionTask(text if args.pretrain_text == "corpus" else task_inputs_text(t2t, len(text)),
+    span = SpanCorruptionTask(text if args.pretrain_text != "task-inputs" else task_inputs_text(t2t, len(text)),
                               inputs_length=48)
+    pre_task = t2t if args.pretrain_text == "text-to-text" else span
     cfg = t2t.adapt(span.adapt(T5Config(n_layer=2, n_dec_layer=2, n_head=4, d_model=64)))
     common = dict(batch_size=args.batch_size, warmup=50, weight_decay=0.0, eval_iters=4, num_samples=0,
                   seed=0, threads=1)
@@ -163,7 +172,7 @@ def main(argv=None) -> int:
     pretrained_model = T5Model(cfg, seed=0)
     pre_cfg = TrainConfig(steps=args.pretrain_steps, eval_interval=args.pretrain_eval, lr=3e-3, min_lr=3e-4,
                           **common)
-    pre = fit(pretrained_model, span, pre_cfg, progress=False, log=lambda *_: None, callback=keep)
+    pre = fit(pretrained_model, pre_task, pre_cfg, progress=False, log=lambda *_: None, callback=keep)
     final = pretrained_model.state_dict()
     pre_curve = [{"step": h["step"], "val_loss": h["val_loss"]} for h in pre["history"]]
     print("pretraining", json.dumps(pre_curve), flush=True)
@@ -197,13 +206,14 @@ def main(argv=None) -> int:
               "context_free_losses": context_free, "span_examples": examples, "rms": rms, "rows": rows, "threads": THREADS,
               "seconds": time.perf_counter() - t_start}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "t5_pretraining_diagnostic.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = "t5_pretraining_diagnostic" + (f"_{args.tag}" if args.tag else "")
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     tasks = list(t2t.tasks)
     steps = next(iter(rows.values()))["steps"]
     lines = [f"T5 of `t5_text_to_text.py` (width {cfg.d_model}, {cfg.n_layer}+{cfg.n_dec_layer} layers); "
              f"{args.pretrain_steps} span-corruption steps, {args.steps} fine-tuning steps of batch "
-             f"{args.batch_size} per arm (peak lr {args.lr:g}, warmup {args.warmup}); span corruption on "
-             f"{'the built-in corpus' if args.pretrain_text == 'corpus' else 'the fine-tuning inputs'}; greedy exact match on 64 held-out pairs per task. "
+             f"{args.batch_size} per arm (peak lr {args.lr:g}, warmup {args.warmup}); pretraining: "
+             f"{PRETRAIN_TEXTS[args.pretrain_text]}; greedy exact match on 64 held-out pairs per task. "
              f"Loading checked: {len(fresh)} tensors, {len(not_copied)} not copied. Shared 2-core CPU, "
              f"{THREADS} BLAS thread; made by `benchmarks/t5_pretraining_diagnostic.py`.", "",
              "| fine-tuning starts from | " + " | ".join(f"val loss, step {s}" for s in steps) + " | "
@@ -213,7 +223,7 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | " + " | ".join(f"{v:.3f}" for v in row["val_loss"]) + " | "
                      + " | ".join(f"{row['greedy'][f'acc_{t}']:.3f}" for t in tasks)
                      + f" | {row['greedy']['acc_mean']:.3f} |")
-    lines += ["", f"Span-corruption validation loss (uniform guess {span.baseline():.3f}): "
+    lines += ["", f"Pretraining validation loss (uniform guess {span.baseline():.3f}): "
               + ", ".join(f"step {c['step']}: {c['val_loss']:.3f}" for c in pre_curve) + "; predictors that never "
               "read the input: " + ", ".join(f"{k} {v:.3f}" for k, v in context_free.items()) + ".", "",
               "Span-corruption validation examples (input -> target; `?` is a newline, outside the vocabulary):", "",
@@ -223,7 +233,7 @@ def main(argv=None) -> int:
     for group in GROUPS:
         lines.append(f"| {group} | " + " | ".join(f"{r[group]:.3f}" for r in rms.values()) + " |")
     lines += ["", f"Time: {result['seconds']:.0f} s in all."]
-    (args.out / "t5_pretraining_diagnostic.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
