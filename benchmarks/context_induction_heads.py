@@ -1,7 +1,7 @@
 """Induction heads (after Olsson et al. 2022): a two-layer attention-only GPT copies a repeated random
 sequence, a one-layer one cannot; the attention maps show why.
 
-Trains the presets `induction` (2 layers, 12,000 steps) and `induction-1layer` (1 layer, 6,000 steps),
+Trains the presets `induction` (2 layers, 12,000 steps) and `induction-1layer` (1 layer, 4,000 steps),
 otherwise identical (attention only, no feed-forward, pre-LN), on the `induction` task, then
 measures on 1000 new
 sequences the accuracy of the next letter over the second copy (from its second letter on), and
