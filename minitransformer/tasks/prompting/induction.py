@@ -11,8 +11,9 @@ nor the absolute position of the repeat is fixed, and the answer is no special l
 context (an earlier version drew all of r and a distinct, which let one layer guess "a letter seen
 only once" at 0.2 and "seen once and at a plausible offset" at 0.44). A target in the second copy
 is scored when the current letter a_j occurs exactly once in r and the first copy: then its earlier
-occurrence, and so the answer a_{j+1} right after it, is unambiguous. Letters whose earlier
-occurrence is ambiguous, the second copy's first letter and the filler are never scored.
+occurrence, and so the answer a_{j+1} right after it, is unambiguous; the second copy's first letter
+and the filler are never scored. (Training also takes the ambiguous targets of the second copy: see
+`sample`.)
 
 `head_scores` measures two attention patterns: a *previous-token head* puts weight on position
 t-1; an *induction head*, at a position holding a_j of the second copy, puts weight on the position
@@ -64,17 +65,17 @@ class InductionFamily:
         return in_copy & unique
     # --8<-- [end:induction_scored]
 
+    # --8<-- [start:induction_sample]
     def sample(self, rng, split: str):
-        """Training scores exactly the targets `scored_targets` marks, as runs of letters."""
+        """Training scores the whole second copy from its second letter on. The targets whose current
+        letter also occurs elsewhere before are kept there: their answer is still the letter copied
+        from the first copy, and with only the unambiguous ones (about half) the models stayed on a
+        plateau near the guessing strategies for 12,000 steps. Evaluation (`batch`) scores only the
+        unambiguous ones."""
         text, n, m = self.sequence(rng)
-        ids = np.array([LETTERS.index(c) for c in text])
-        flags = np.concatenate([[False], self.scored_targets(ids, n, m)])   # (T,): letter c is target c - 1
-        segments, begin = [], 0
-        for c in range(1, len(text) + 1):
-            if c == len(text) or flags[c] != flags[begin]:
-                segments.append(Segment(text[begin:c], bool(flags[begin])))
-                begin = c
-        return segments
+        start, end = m + n + 1, m + 2 * n
+        return [Segment(text[:start], False), Segment(text[start:end], True), Segment(text[end:], False)]
+    # --8<-- [end:induction_sample]
 
     def batch(self, rng, batch_size: int):
         """(ids (B, seq_len) int64 letter ids, repeat lengths (B,), scored (B, seq_len - 1) bool:
