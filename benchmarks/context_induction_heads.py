@@ -1,7 +1,7 @@
 """Induction heads (after Olsson et al. 2022): a two-layer attention-only GPT copies a repeated random
 sequence, a one-layer one cannot; the attention maps show why.
 
-Trains the presets `induction` (2 layers, 12,000 steps) and `induction-1layer` (1 layer, 4,000 steps),
+Trains the presets `induction` (2 layers, 8,000 steps) and `induction-1layer` (1 layer, 3,000 steps),
 otherwise identical (attention only, no feed-forward, pre-LN), on the `induction` task, then
 measures on 1000 new
 sequences the accuracy of the next letter over the second copy (from its second letter on), and
@@ -87,8 +87,7 @@ def plot_maps(run, text, n, m, figures) -> None:
     model, tok = run["model"], run["task"].tokenizer
     ids = tok.encode(text)[None, :-1].astype(np.int64)
     maps = induction.attention_maps(model, ids)
-    scored = np.zeros((1, len(text) - 1), bool)
-    scored[0, m + n:m + 2 * n - 1] = True
+    scored = run["task"].family.scored_targets(np.asarray(tok.encode(text)), n, m)[None]
     scores = [induction.head_scores(w, np.array([n]), scored) for w in maps]
     H = maps[0].shape[1]
     fig, axes = plt.subplots(len(maps), H, figsize=(2.6 * H, 2.8 * len(maps)), squeeze=False)
