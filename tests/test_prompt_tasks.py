@@ -218,6 +218,11 @@ def test_head_scores_find_previous_token_and_induction_patterns():
     s_prev, s_ind = induction.head_scores(prev, n, scored), induction.head_scores(ind, n, scored)
     assert s_prev["previous_token"] == [1.0] and s_prev["induction"][0] < 0.5
     assert s_ind["induction"] == [1.0] and s_ind["previous_token"][0] < 0.5
+    none = scored.copy()
+    none[1] = False                                                      # a sequence with no scored target
+    assert induction.head_scores(ind, n, none)["induction"] == [1.0]     # is left out, not averaged in
+    with pytest.raises(ValueError, match="no scored target"):
+        induction.head_scores(ind, n, np.zeros_like(scored))
 
 
 # -- few-shot -------------------------------------------------------------------------------

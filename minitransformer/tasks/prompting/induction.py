@@ -145,13 +145,18 @@ def attention_maps(model, ids: np.ndarray) -> list[np.ndarray]:
 def head_scores(weights: np.ndarray, n: np.ndarray, scored: np.ndarray) -> dict:
     """weights (B, H, T, T) of one block on the inputs ids[:, :-1], n (B,) repeat lengths, scored
     (B, T) the scored targets -> per head, the mean attention from t to t-1 ("previous_token")
-    and, from the positions t whose next letter is scored, to t-n+1 ("induction")."""
+    and, from the positions t whose next letter is scored, to t-n+1 ("induction"; averaged over
+    the sequences that have a scored target)."""
     B, H, T, _ = weights.shape
     t = np.arange(1, T)
     previous = weights[:, :, t, t - 1].mean(axis=(0, 2))             # (H,)
-    induction = np.zeros(H)
+    induction, rows = np.zeros(H), 0
     for b in range(B):
-        q = np.nonzero(scored[b])[0]                                 # second copy: a_1 .. a_{n-1}
-        induction += weights[b][:, q, q - n[b] + 1].mean(axis=-1)    # (H,)
-    return {"previous_token": previous.tolist(), "induction": (induction / B).tolist()}
+        q = np.nonzero(scored[b])[0]                                 # the scored queries of the second copy
+        if len(q):                                                   # (a sequence can have none)
+            induction += weights[b][:, q, q - n[b] + 1].mean(axis=-1)    # (H,)
+            rows += 1
+    if rows == 0:
+        raise ValueError("head_scores: no scored target in any of the sequences")
+    return {"previous_token": previous.tolist(), "induction": (induction / rows).tolist()}
 # --8<-- [end:head_scores]
