@@ -5,10 +5,12 @@ strategies that a one-layer attention model can carry out, on the benchmark's se
 * seen once: uniformly among the letters seen exactly once so far (a head that attends everywhere
   sees the repeated letters twice and can subtract them);
 * offset window + seen once: among the letters that sit n - 1 positions back for every repeat
-  length n the task allows (a purely positional head) and were seen exactly once.
+  length n the task allows (a purely positional head) and were seen exactly once;
+* best position-only: for every absolute position, the one offset back whose letter is right most
+  often there, chosen in hindsight on these sequences (what learned absolute positions alone allow).
 
-No model is trained: each number is the mean, over the scored targets, of 1/|candidates| when the
-answer is a candidate (it always is) — the accuracy of picking one candidate at random. Writes
+No model is trained: each number but the last is the mean, over the scored targets, of
+1/|candidates| when the answer is a candidate — the accuracy of picking one candidate at random. Writes
 docs/benchmarks/context_induction_baselines.{json,md}.
 Usage: python benchmarks/context_induction_baselines.py [--sequences 2000]
 """
@@ -20,7 +22,8 @@ from _prompt_common import add_output_options, write_results
 
 import numpy as np  # noqa: E402  (after _blas_threads)
 
-from minitransformer.tasks.prompting.induction import LETTERS, InductionFamily  # noqa: E402
+from minitransformer.tasks.prompting.induction import (  # noqa: E402
+    LETTERS, InductionFamily, best_position_only_accuracy)
 
 
 def expected_accuracies(family: InductionFamily, ids, scored) -> dict:
@@ -45,13 +48,15 @@ def main(argv=None) -> int:
     family = InductionFamily()
     ids, _, scored = family.batch(np.random.default_rng(77), args.sequences)
     result = expected_accuracies(family, ids, scored)
+    result["best_position_only"] = best_position_only_accuracy(ids, scored)
     md = ("Expected second-copy accuracy of guessing strategies that need no induction head, on "
           f"{args.sequences} sequences of the `induction` task ({family.seq_len} letters, repeats of "
           f"{family.min_repeat} to {family.max_repeat}):\n\n| strategy | accuracy |\n| --- | ---: |\n"
           f"| uniform over the 26 letters | {result['uniform']:.3f} |\n"
           f"| uniform over the letters seen once so far | {result['seen_once']:.3f} |\n"
           f"| letters at a possible offset ({family.min_repeat - 1} to {family.max_repeat - 1} back) and seen once | "
-          f"{result['offset_window_and_seen_once']:.3f} |\n")
+          f"{result['offset_window_and_seen_once']:.3f} |\n"
+          f"| best offset for each absolute position (chosen in hindsight) | {result['best_position_only']:.3f} |\n")
     write_results(args.out, "context_induction_baselines", {"task": family.describe(), **result,
                                                             "sequences": args.sequences}, md)
     return 0

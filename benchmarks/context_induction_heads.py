@@ -1,7 +1,7 @@
 """Induction heads (after Olsson et al. 2022): a two-layer attention-only GPT copies a repeated random
 sequence, a one-layer one cannot; the attention maps show why.
 
-Trains the presets `induction` (2 layers, 12,000 steps) and `induction-1layer` (1 layer, 6,000 steps),
+Trains the presets `induction` (2 layers, 8,000 steps) and `induction-1layer` (1 layer, 3,000 steps),
 otherwise identical (attention only, no feed-forward, pre-LN), on the `induction` task, then
 measures on 1000 new
 sequences the accuracy of the next letter over the second copy (from its second letter on), and
@@ -30,7 +30,11 @@ def evaluate(run: dict, n: int) -> dict:
     ids, reps, scored = family.batch(np.random.default_rng(77), n)
     accuracy = induction.induction_accuracy(induction.model_next_tokens(model), ids, scored)
     maps = induction.attention_maps(model, ids[:, :-1])
-    return {"accuracy": accuracy, "head_scores": [induction.head_scores(w, reps, scored) for w in maps]}
+    predict = induction.model_next_tokens(model)
+    by_length = {int(k): induction.induction_accuracy(predict, ids[reps == k], scored[reps == k])
+                 for k in np.unique(reps) if scored[reps == k].any()}
+    return {"accuracy": accuracy, "accuracy_by_repeat_length": by_length,
+            "head_scores": [induction.head_scores(w, reps, scored) for w in maps]}
 
 
 def main(argv=None) -> int:
@@ -72,12 +76,22 @@ def main(argv=None) -> int:
           f"second letter), {args.sequences} sequences.\n\n" + "\n".join(rows) +
           "\n\nAttention scores of every head (mean weight on the previous position; over the second copy, mean "
           "weight on the position after the current letter's first occurrence):\n\n" + "\n".join(heads) +
+          "\n\nAccuracy by repeat length n:\n\n" + by_length_table(results) +
           f"\n\nGreedy completion by the 2-layer model: prompt `{prompt}` → `{completion}` "
           f"(expected `{expected}`).\n\n{MACHINE_NOTE}\n")
     write_results(args.out, "context_induction_heads", data, md)
     plot_maps(runs[2], text, n, m, args.figures)
     plot_training(runs, args.figures)
     return 0
+
+
+def by_length_table(results: dict) -> str:
+    lengths = sorted(results[2]["accuracy_by_repeat_length"])
+    rows = ["| model | " + " | ".join(f"n={k}" for k in lengths) + " |", "| --- |" + " ---: |" * len(lengths)]
+    for L, r in results.items():
+        acc = r["accuracy_by_repeat_length"]
+        rows.append(f"| {L}-layer | " + " | ".join(f"{acc.get(k, float('nan')):.2f}" for k in lengths) + " |")
+    return "\n".join(rows)
 
 
 def plot_maps(run, text, n, m, figures) -> None:
@@ -87,8 +101,7 @@ def plot_maps(run, text, n, m, figures) -> None:
     model, tok = run["model"], run["task"].tokenizer
     ids = tok.encode(text)[None, :-1].astype(np.int64)
     maps = induction.attention_maps(model, ids)
-    scored = np.zeros((1, len(text) - 1), bool)
-    scored[0, m + n:m + 2 * n - 1] = True
+    scored = run["task"].family.scored_targets(np.asarray(tok.encode(text)), n, m)[None]
     scores = [induction.head_scores(w, np.array([n]), scored) for w in maps]
     H = maps[0].shape[1]
     fig, axes = plt.subplots(len(maps), H, figsize=(2.6 * H, 2.8 * len(maps)), squeeze=False)

@@ -136,19 +136,52 @@ def test_icl_model_prediction_never_sees_its_own_answer(device):
 
 # -- induction ------------------------------------------------------------------------------
 def test_induction_sequences_repeat_and_scored_positions():
-    fam = induction.InductionFamily(seq_len=24, min_repeat=6, max_repeat=10)
-    ids, n, scored = fam.batch(np.random.default_rng(0), 200)
-    assert set(n) <= set(range(6, 11)) and len(set(n)) > 1
-    starts = []
-    for row, k, mask in zip(ids, n, scored):
-        first = int(np.nonzero(mask)[0][0])                                # query of the second a_1
-        starts.append(first)
-        np.testing.assert_array_equal(row[first:first + k], row[first - k:first])   # the repeat
-        assert len(set(row[:first])) == first                            # prefix and first copy distinct
-        assert mask.sum() == k - 1 and mask[first:first + k - 1].all()  # second copy, from a_2 on
-    assert len(set(np.array(starts) - n)) > 3                            # the prefix length varies too
-    segments = fam.sample(np.random.default_rng(1), "train")
-    assert [s.scored for s in segments] == [False, True, False] and len(segments[1].text) >= 5
+    fam = induction.InductionFamily(seq_len=32, min_repeat=6, max_repeat=10)
+    rng = np.random.default_rng(0)
+    lengths, prefixes = set(), set()
+    for _ in range(200):
+        text, k, m = fam.sequence(rng)
+        row = np.array([induction.LETTERS.index(c) for c in text])
+        lengths.add(k)
+        prefixes.add(m)
+        np.testing.assert_array_equal(row[m + k:m + 2 * k], row[m:m + k])        # the repeat
+        mask = fam.scored_targets(row, k, m)
+        for t in range(len(row) - 1):                                          # target t is row[t + 1]
+            in_copy = m + k <= t <= m + 2 * k - 2
+            once = (row[:m + k] == row[t]).sum() == 1                         # earlier occurrence unambiguous
+            assert mask[t] == (in_copy and once)
+    assert lengths == set(range(6, 11)) and len(prefixes) > 5                  # both vary
+    ids, n, scored = fam.batch(np.random.default_rng(1), 300)
+    assert len(set(ids.ravel())) == 26                                          # letters repeat freely
+    assert 0 < scored.sum(1).mean() < 9
+    rng = np.random.default_rng(2)
+    segments = fam.sample(rng, "train")
+    text, k, m = fam.sequence(np.random.default_rng(2))                    # the same draws
+    assert [s.scored for s in segments] == [False, True, False]
+    assert "".join(s.text for s in segments) == text and segments[1].text == text[m + k + 1:m + 2 * k]
+
+
+def test_induction_task_defeats_position_only_strategies():
+    ids, n, scored = induction.InductionFamily().batch(np.random.default_rng(3), 2000)
+    best = induction.best_position_only_accuracy(ids, scored)
+    assert best < 0.22                      # ~0.19: about 1 / (the spread of n) plus 1/26, chosen in hindsight
+    # a generator that fixes the repeat length leaks the answer's position: the same strategy wins
+    fixed = induction.InductionFamily(seq_len=40, min_repeat=10, max_repeat=10)
+    ids_f, _, scored_f = fixed.batch(np.random.default_rng(3), 300)
+    assert induction.best_position_only_accuracy(ids_f, scored_f) == 1.0
+
+
+def test_induction_task_defeats_seen_once_strategies():
+    """The old generator drew all letters before the second copy distinct, so "a letter seen only
+    once" found the answer often; with letters drawn freely, it is close to chance."""
+    ids, _, scored = induction.InductionFamily().batch(np.random.default_rng(4), 300)
+    hits = []
+    for row, mask in zip(ids, scored):
+        for t in np.nonzero(mask)[0]:
+            seen, answer = row[:t + 1], row[t + 1]
+            once = [c for c in set(seen.tolist()) if (seen == c).sum() == 1]
+            hits.append((answer in once) / max(len(once), 1))
+    assert np.mean(hits) < 0.15                       # ~0.11 (the old generator: 0.20)
 
 
 def test_induction_constant_and_perfect_predictors():
@@ -185,6 +218,11 @@ def test_head_scores_find_previous_token_and_induction_patterns():
     s_prev, s_ind = induction.head_scores(prev, n, scored), induction.head_scores(ind, n, scored)
     assert s_prev["previous_token"] == [1.0] and s_prev["induction"][0] < 0.5
     assert s_ind["induction"] == [1.0] and s_ind["previous_token"][0] < 0.5
+    none = scored.copy()
+    none[1] = False                                                      # a sequence with no scored target
+    assert induction.head_scores(ind, n, none)["induction"] == [1.0]     # is left out, not averaged in
+    with pytest.raises(ValueError, match="no scored target"):
+        induction.head_scores(ind, n, np.zeros_like(scored))
 
 
 # -- few-shot -------------------------------------------------------------------------------
