@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from minitransformer.benchmarking.extrapolation import NotExtrapolable, longer_context, loss_by_position  # noqa: E402
-from minitransformer.benchmarking.output import save_plot  # noqa: E402
+from minitransformer.benchmarking.output import save_plot, tables_and_figures  # noqa: E402
 from minitransformer.data.corpus import default_corpus  # noqa: E402
 from minitransformer.models.gpt import GPT, GPTConfig  # noqa: E402
 from minitransformer.tasks import CausalLMTask  # noqa: E402
@@ -129,10 +129,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="directory for the tables (default docs/benchmarks; "
                    "the figure goes to docs/figures, or DIR/figures)")
     args = p.parse_args(argv)
-    out = Path(args.out) if args.out else DOCS / "benchmarks"
-    fig_dir = (out / "figures") if args.out else DOCS / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    out, fig_dir = tables_and_figures(args.out, DOCS)
     steps, windows = (30, 8) if args.quick else (args.steps, args.windows)
     t0 = time.perf_counter()
     rows, curves = run(steps, windows, 100_000 if args.quick else 1_000_000)

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from minitransformer.attention.multi_head import MultiHeadAttention  # noqa: E402
-from minitransformer.benchmarking.output import save_plot  # noqa: E402
+from minitransformer.benchmarking.output import save_plot, tables_and_figures  # noqa: E402
 from minitransformer.benchmarking.recurrence import (SparseTargetsTask, gradient_by_distance,  # noqa: E402
                                                      step_seconds, target_hits, train_on)
 from minitransformer import backend  # noqa: E402
@@ -219,10 +219,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="directory for the tables (default docs/benchmarks; "
                    "the figure goes to docs/figures, or DIR/figures)")
     args = p.parse_args(argv)
-    out = Path(args.out) if args.out else DOCS / "benchmarks"
-    fig_dir = (out / "figures") if args.out else DOCS / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    out, fig_dir = tables_and_figures(args.out, DOCS)
     steps = 60 if args.quick else args.steps
     lengths = (16, 64) if args.quick else (16, 32, 64, 128, 256, 512)
     t0 = time.perf_counter()

@@ -56,6 +56,16 @@ def output_dir(given: str | None) -> Path:
     return here
 
 
+def tables_and_figures(given: str | None, docs: Path) -> tuple[Path, Path]:
+    """(tables, figures) directories, created: `given` and `given`/figures, else the book's
+    docs/benchmarks and docs/figures (the scripts that regenerate the committed results)."""
+    tables = Path(given) if given else docs / "benchmarks"
+    figures = tables / "figures" if given else docs / "figures"
+    tables.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    return tables, figures
+
+
 def save_plot(plot, path: Path) -> Path | None:
     """Call plot(path) and return `path`; without matplotlib, print how to get it and return None."""
     try:

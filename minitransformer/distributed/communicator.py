@@ -259,7 +259,7 @@ class NCCLWorld(MPIWorld):
     def __init__(self, comm=None):
         super().__init__(comm)
         cupy = backend._load_cupy()
-        from cupy.cuda import nccl
+        from cupy.cuda import nccl  # communication, not compute: NCCL's binding exists only in CuPy
         self.cupy, self.nccl = cupy, nccl
         cupy.cuda.Device(self.local_rank % cupy.cuda.runtime.getDeviceCount()).use()
         uid = nccl.get_unique_id() if self.rank == 0 else None
