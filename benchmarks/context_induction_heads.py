@@ -2,15 +2,17 @@
 sequence, a one-layer one cannot; the attention maps show why.
 
 Trains the presets `induction` (2 layers, 8,000 steps) and `induction-1layer` (1 layer, 3,000 steps),
-otherwise identical (attention only, no feed-forward, pre-LN), on the `induction` task, then
-measures on 1000 new
-sequences the accuracy of the next letter over the second copy (from its second letter on), and
-for every head two attention scores: weight on the previous position (previous-token head) and,
-over the second copy, weight on the position after the current letter's first occurrence
-(induction head). Writes docs/benchmarks/context_induction_heads.{json,md} and the figures
+otherwise identical (attention only, no feed-forward, pre-LN, learned positions), on the `induction`
+task, then measures on 1000 new sequences the accuracy of the next letter over the second copy
+(from its second letter on), and for every head two attention scores: weight on the previous
+position (previous-token head) and, over the second copy, weight on the position after the current
+letter's first occurrence (induction head); for the 1-layer model also the weight of its heads on
+the keys max_repeat - 2 and max_repeat - 1 back, by repeat length. Writes
+docs/benchmarks/context_induction_heads.{json,md} and the figures
 docs/figures/context_induction_heads_maps.png (attention maps of one sequence) and
-docs/figures/context_induction_heads_training.png (accuracy during training).
-Usage: python benchmarks/context_induction_heads.py [--steps N]
+docs/figures/context_induction_heads_training.png (accuracy during training). With
+--positional rope (or another scheme) both models use it and every file name ends in _rope.
+Usage: python benchmarks/context_induction_heads.py [--steps N] [--positional rope]
 """
 from __future__ import annotations
 
@@ -21,8 +23,26 @@ from _prompt_common import (MACHINE_NOTE, add_output_options, figure_path, pyplo
 
 import numpy as np  # noqa: E402  (after _blas_threads)
 
+from minitransformer.presets import PRESETS  # noqa: E402
 from minitransformer.tasks.prompting import induction  # noqa: E402
 from minitransformer.tasks.prompting.text import greedy_completions  # noqa: E402
+
+
+# the keys whose weight `head_weights` reports: d back from the query, and around the answer t - n + 1
+FIXED_BACK = (0, 1, 2, 3)
+AROUND_ANSWER = (-1, 0, 1, 2)          # t - n + 1 + s: the current letter's first occurrence, the answer, ...
+
+
+def head_weights(weights: np.ndarray, reps: np.ndarray, scored: np.ndarray) -> dict:
+    """Per head, the mean weight from the scored queries t of the second copy on the keys
+    t - d (d in FIXED_BACK) and t - n + 1 + s (s in AROUND_ANSWER)."""
+    out = {f"{d} back": induction.weight_back(weights, scored, d).tolist() for d in FIXED_BACK}
+    out.update({answer_key(s): induction.weight_back(weights, scored, reps - 1 - s).tolist() for s in AROUND_ANSWER})
+    return out
+
+
+def answer_key(s: int) -> str:
+    return "t-n" if s == -1 else f"t-n+{1 + s}"
 
 
 def evaluate(run: dict, n: int) -> dict:
@@ -31,19 +51,29 @@ def evaluate(run: dict, n: int) -> dict:
     accuracy = induction.induction_accuracy(induction.model_next_tokens(model), ids, scored)
     maps = induction.attention_maps(model, ids[:, :-1])
     predict = induction.model_next_tokens(model)
-    by_length = {int(k): induction.induction_accuracy(predict, ids[reps == k], scored[reps == k])
-                 for k in np.unique(reps) if scored[reps == k].any()}
+    lengths = [int(k) for k in np.unique(reps) if scored[reps == k].any()]
+    by_length = {k: induction.induction_accuracy(predict, ids[reps == k], scored[reps == k]) for k in lengths}
+    far = (family.max_repeat - 2, family.max_repeat - 1)               # the answer's offset for the two longest n
+    far_weights = {k: {str(d): induction.weight_back(maps[0][reps == k], scored[reps == k], d).tolist() for d in far}
+                   for k in lengths if k >= family.max_repeat - 2}
     return {"accuracy": accuracy, "accuracy_by_repeat_length": by_length,
-            "head_scores": [induction.head_scores(w, reps, scored) for w in maps]}
+            "head_scores": [induction.head_scores(w, reps, scored) for w in maps],
+            "head_weights": [head_weights(w, reps, scored) for w in maps],
+            "first_layer_weight_far_back": far_weights}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the presets')")
     p.add_argument("--sequences", type=int, default=1000, help="evaluation sequences")
+    p.add_argument("--positional", default=None,
+                   help="positions of both models (default: the presets', learned); another adds _NAME to the files")
     add_output_options(p)
     args = p.parse_args(argv)
     changes = {"steps": args.steps} if args.steps else {}
+    suffix = ""
+    if args.positional and args.positional != PRESETS["gpt"]["induction"][0].positional:
+        changes["model"], suffix = {"positional": args.positional}, f"_{args.positional}"
     runs = {L: train_task("induction", preset, progress=not args.no_progress, **changes)
             for L, preset in ((2, "induction"), (1, "induction-1layer"))}
     results = {L: evaluate(run, args.sequences) for L, run in runs.items()}
@@ -66,22 +96,29 @@ def main(argv=None) -> int:
         ind = max(((s, f"{li}.{h}") for li, sc in enumerate(r["head_scores"]) for h, s in enumerate(sc["induction"])))
         rows.append(f"| {L}-layer attention-only | {runs[L]['parameters']:,} | {r['accuracy']:.3f} | "
                     f"{prev[0]:.2f} ({prev[1]}) | {ind[0]:.2f} ({ind[1]}) | {runs[L]['seconds']:.0f} |")
-    heads = ["| model | layer.head | previous-token score | induction score |", "| --- | --- | ---: | ---: |"]
+    columns = [f"{d} back" for d in FIXED_BACK] + [answer_key(s) for s in AROUND_ANSWER]
+    heads = ["| model | layer.head | previous-token score | " + " | ".join(columns) + " |",
+             "| --- | --- | ---: |" + " ---: |" * len(columns)]
     for L, r in results.items():
-        for li, sc in enumerate(r["head_scores"]):
+        for li, (sc, hw) in enumerate(zip(r["head_scores"], r["head_weights"])):
             for h in range(len(sc["induction"])):
-                heads.append(f"| {L}-layer | {li}.{h} | {sc['previous_token'][h]:.2f} | {sc['induction'][h]:.2f} |")
+                heads.append(f"| {L}-layer | {li}.{h} | {sc['previous_token'][h]:.2f} | "
+                             + " | ".join(f"{hw[c][h]:.2f}" for c in columns) + " |")
     md = (f"Sequences of {family.seq_len} letters holding a random block of {family.min_repeat}..{family.max_repeat} "
           f"letters repeated at a random place; accuracy of the greedy next letter over the second copy (from its "
           f"second letter), {args.sequences} sequences.\n\n" + "\n".join(rows) +
-          "\n\nAttention scores of every head (mean weight on the previous position; over the second copy, mean "
-          "weight on the position after the current letter's first occurrence):\n\n" + "\n".join(heads) +
+          "\n\nAttention of every head: the previous-token score (mean weight on the position before, over all "
+          "positions), then, from the scored queries t of the second copy, the mean weight on the keys d back and "
+          "around the answer: t-n holds the current letter's first occurrence, t-n+1 the answer (the induction "
+          "score), t-n+2 the letter after it:\n\n" + "\n".join(heads) +
           "\n\nAccuracy by repeat length n:\n\n" + by_length_table(results) +
+          "\n\nThe 1-layer model's heads: mean weight from the scored queries on the keys d back, for the "
+          "longest repeats (the answer is n - 1 back):\n\n" + far_back_table(results[1]) +
           f"\n\nGreedy completion by the 2-layer model: prompt `{prompt}` → `{completion}` "
           f"(expected `{expected}`).\n\n{MACHINE_NOTE}\n")
-    write_results(args.out, "context_induction_heads", data, md)
-    plot_maps(runs[2], text, n, m, args.figures)
-    plot_training(runs, args.figures)
+    write_results(args.out, "context_induction_heads" + suffix, data, md)
+    plot_maps(runs[2], text, n, m, args.figures, suffix)
+    plot_training(runs, args.figures, suffix)
     return 0
 
 
@@ -94,7 +131,18 @@ def by_length_table(results: dict) -> str:
     return "\n".join(rows)
 
 
-def plot_maps(run, text, n, m, figures) -> None:
+def far_back_table(result: dict) -> str:
+    weights = result["first_layer_weight_far_back"]
+    rows = ["| n | accuracy | d | " + " | ".join(f"head {h}" for h in range(len(result["head_scores"][0]["induction"])))
+            + " |", "| ---: | ---: | ---: |" + " ---: |" * len(result["head_scores"][0]["induction"])]
+    for k, by_d in weights.items():
+        for d, w in by_d.items():
+            rows.append(f"| {k} | {result['accuracy_by_repeat_length'][k]:.2f} | {d} | "
+                        + " | ".join(f"{x:.2f}" for x in w) + " |")
+    return "\n".join(rows)
+
+
+def plot_maps(run, text, n, m, figures, suffix="") -> None:
     """The 2-layer model's attention on one sequence: every head of both layers, titled with the
     head's scores on this sequence."""
     plt = pyplot()
@@ -120,12 +168,12 @@ def plot_maps(run, text, n, m, figures) -> None:
     fig.supxlabel("key position (letter)", fontsize=9)
     fig.supylabel("query position", fontsize=9)
     fig.tight_layout()
-    path = figure_path(figures, "context_induction_heads_maps.png")
+    path = figure_path(figures, f"context_induction_heads_maps{suffix}.png")
     fig.savefig(path, dpi=130)
     print(f"wrote {path}")
 
 
-def plot_training(runs, figures) -> None:
+def plot_training(runs, figures, suffix="") -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     for L, run in runs.items():
@@ -137,7 +185,7 @@ def plot_training(runs, figures) -> None:
     ax.set_ylim(0, 1.02)
     ax.legend()
     fig.tight_layout()
-    path = figure_path(figures, "context_induction_heads_training.png")
+    path = figure_path(figures, f"context_induction_heads_training{suffix}.png")
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
 

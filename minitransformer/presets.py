@@ -203,9 +203,10 @@ PRESETS = {
 _PROMPT_TRAIN = dict(batch_size=32, lr=3e-3, min_lr=3e-4, warmup=50, weight_decay=0.0, eval_interval=250,
                      eval_iters=4, num_samples=0, threads=1)
 PRESETS["gpt"].update({
-    "induction": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=40, ffn=False, positional="rope"),
+    # induction: learned positions; with RoPE the 2-layer model copied only repeats of n >= 10 (chapter 36)
+    "induction": (GPTConfig(n_layer=2, n_head=4, d_model=64, block_size=40, ffn=False, positional="learned"),
                   TrainConfig(steps=8000, **{**_PROMPT_TRAIN, "batch_size": 64, "eval_interval": 1000})),
-    "induction-1layer": (GPTConfig(n_layer=1, n_head=4, d_model=64, block_size=40, ffn=False, positional="rope"),
+    "induction-1layer": (GPTConfig(n_layer=1, n_head=4, d_model=64, block_size=40, ffn=False, positional="learned"),
                          TrainConfig(steps=3000, **{**_PROMPT_TRAIN, "batch_size": 64, "eval_interval": 1000})),
     "fewshot": (GPTConfig(n_layer=2, n_head=4, d_model=48, block_size=96),
                 TrainConfig(steps=3500, **{**_PROMPT_TRAIN, "lr": 2e-3})),

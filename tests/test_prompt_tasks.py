@@ -221,8 +221,26 @@ def test_head_scores_find_previous_token_and_induction_patterns():
     none = scored.copy()
     none[1] = False                                                      # a sequence with no scored target
     assert induction.head_scores(ind, n, none)["induction"] == [1.0]     # is left out, not averaged in
-    with pytest.raises(ValueError, match="no scored target"):
+    with pytest.raises(ValueError, match="no scored query"):
         induction.head_scores(ind, n, np.zeros_like(scored))
+
+
+def test_weight_back_reads_a_fixed_offset_and_skips_missing_keys():
+    T = 12
+    scored = np.zeros((2, T), bool)
+    scored[0, [2, 6]] = True
+    scored[1, 8] = True
+    back5 = np.zeros((2, 2, T, T))
+    back5[:, 0, np.arange(T), np.arange(T)] = 1.0                        # head 0 on itself
+    back5[:, 1, np.arange(5, T), np.arange(T - 5)] = 1.0                 # head 1 five back, where it can
+    back5[:, 1, 1:5, 0] = 1.0                                            # (and on the first before)
+    back5[:, 1, 0, 0] = 1.0
+    # query 2 has no key 5 back and is left out; queries 6 and 8 put head 1's weight there
+    assert induction.weight_back(back5, scored, 5).tolist() == [0.0, 1.0]
+    assert induction.weight_back(back5, scored, 0).tolist() == [1.0, 0.0]
+    assert induction.weight_back(back5, scored, np.array([5, 0])).tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError, match="no scored query has a key 9"):
+        induction.weight_back(back5, scored, 9)
 
 
 # -- few-shot -------------------------------------------------------------------------------

@@ -145,18 +145,25 @@ def attention_maps(model, ids: np.ndarray) -> list[np.ndarray]:
 def head_scores(weights: np.ndarray, n: np.ndarray, scored: np.ndarray) -> dict:
     """weights (B, H, T, T) of one block on the inputs ids[:, :-1], n (B,) repeat lengths, scored
     (B, T) the scored targets -> per head, the mean attention from t to t-1 ("previous_token")
-    and, from the positions t whose next letter is scored, to t-n+1 ("induction"; averaged over
-    the sequences that have a scored target)."""
-    B, H, T, _ = weights.shape
-    t = np.arange(1, T)
+    and, from the positions t whose next letter is scored, to t-n+1 ("induction")."""
+    t = np.arange(1, weights.shape[2])
     previous = weights[:, :, t, t - 1].mean(axis=(0, 2))             # (H,)
-    induction, rows = np.zeros(H), 0
-    for b in range(B):
-        q = np.nonzero(scored[b])[0]                                 # the scored queries of the second copy
-        if len(q):                                                   # (a sequence can have none)
-            induction += weights[b][:, q, q - n[b] + 1].mean(axis=-1)    # (H,)
+    return {"previous_token": previous.tolist(), "induction": weight_back(weights, scored, n - 1).tolist()}
+
+
+def weight_back(weights: np.ndarray, scored: np.ndarray, offset) -> np.ndarray:
+    """(H,) per head, the mean attention from the scored queries t to the key t - offset, offset an
+    int or one per sequence (B,); averaged over each sequence's scored queries that have such a
+    key, then over the sequences that have any (a sequence can have none)."""
+    offset = np.broadcast_to(np.asarray(offset), (weights.shape[0],))
+    total, rows = np.zeros(weights.shape[1]), 0
+    for b in range(weights.shape[0]):
+        q = np.nonzero(scored[b])[0]
+        q = q[q >= offset[b]]                                        # queries whose key t - offset exists
+        if len(q):
+            total += weights[b][:, q, q - offset[b]].mean(axis=-1)   # (H,)
             rows += 1
     if rows == 0:
-        raise ValueError("head_scores: no scored target in any of the sequences")
-    return {"previous_token": previous.tolist(), "induction": (induction / rows).tolist()}
+        raise ValueError(f"weight_back: no scored query has a key {offset.min()}.. back in any of the sequences")
+    return total / rows
 # --8<-- [end:head_scores]
