@@ -48,9 +48,9 @@ def answer_key(s: int) -> str:
 def evaluate(run: dict, n: int) -> dict:
     model, family = run["model"], run["task"].family
     ids, reps, scored = family.batch(np.random.default_rng(77), n)
-    accuracy = induction.induction_accuracy(induction.model_next_tokens(model), ids, scored)
-    maps = induction.attention_maps(model, ids[:, :-1])
     predict = induction.model_next_tokens(model)
+    accuracy = induction.induction_accuracy(predict, ids, scored)
+    maps = induction.attention_maps(model, ids[:, :-1])
     lengths = [int(k) for k in np.unique(reps) if scored[reps == k].any()]
     by_length = {k: induction.induction_accuracy(predict, ids[reps == k], scored[reps == k]) for k in lengths}
     far = (family.max_repeat - 2, family.max_repeat - 1)               # the answer's offset for the two longest n
@@ -132,9 +132,9 @@ def by_length_table(results: dict) -> str:
 
 
 def far_back_table(result: dict) -> str:
-    weights = result["first_layer_weight_far_back"]
-    rows = ["| n | accuracy | d | " + " | ".join(f"head {h}" for h in range(len(result["head_scores"][0]["induction"])))
-            + " |", "| ---: | ---: | ---: |" + " ---: |" * len(result["head_scores"][0]["induction"])]
+    weights, H = result["first_layer_weight_far_back"], len(result["head_scores"][0]["induction"])
+    rows = ["| n | accuracy | d | " + " | ".join(f"head {h}" for h in range(H)) + " |",
+            "| ---: | ---: | ---: |" + " ---: |" * H]
     for k, by_d in weights.items():
         for d, w in by_d.items():
             rows.append(f"| {k} | {result['accuracy_by_repeat_length'][k]:.2f} | {d} | "
